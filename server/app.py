@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from server.engine.base import EngineClient
 from server.errors import error_body, install_error_handlers
 from server.gateway.metrics import Metrics
+from server.gateway.stats import RecentStats
 from server.hermes.prompt import PromptRenderer
 from server.routes import chat, completions, health, models
 from server.settings import Settings
@@ -125,6 +126,7 @@ def create_app(settings: Settings, engine: EngineClient | None = None, renderer:
     app.state.on_engine_failure = None
     # Identifies the deployment (server version, served model, parallelism) like OpenAI's field.
     app.state.fingerprint = fingerprint(settings)
+    app.state.stats = RecentStats()
     install_error_handlers(app)
     for r in (health.router, chat.router, completions.router, models.router):
         app.include_router(r)

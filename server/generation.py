@@ -4,12 +4,16 @@ the reasoning split and the usage tally."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from server.engine.base import EngineClient, EngineDelta, EngineError, EngineRequestRejected, GenerationOptions
 from server.errors import APIError, bad_request, error_body
-from server.hermes.parser import Piece, ReasoningParser, reasoning_token_count
+from server.gateway.stats import RecentStats
+from server.hermes.parser import Piece, ReasoningParser, ThinkBudget, reasoning_token_count
+from server.hermes.prompt import PromptRenderer
 from server.protocol.responses import sse, usage_block
 from server.settings import Pricing, Settings
 
@@ -17,19 +21,23 @@ from server.settings import Pricing, Settings
 class Tally:
     """Counts what a generation produced; the same numbers feed streamed and collected usage."""
 
-    def __init__(self, prompt_tokens: int, token_bytes: Callable[[int], bytes], pricing: Pricing) -> None:
+    def __init__(
+        self, prompt_tokens: int, token_bytes: Callable[[int], bytes], pricing: Pricing, start_in_reasoning: bool = False
+    ) -> None:
         self.prompt_tokens = prompt_tokens
         self.token_ids: list[int] = []
-        self.cached_tokens = 0
+        self.cached_tokens: int | None = None
         self.native_finish: str | None = None
         self._token_bytes = token_bytes
         self._pricing = pricing
+        self._start_in_reasoning = start_in_reasoning
 
     def add(self, d: EngineDelta) -> None:
         self.token_ids.extend(d.token_ids)
+        if d.num_cached_tokens is not None:
+            self.cached_tokens = d.num_cached_tokens
         if d.finished:
             self.native_finish = d.finish_reason
-            self.cached_tokens = d.num_cached_tokens or 0
 
     @property
     def completion_tokens(self) -> int:
@@ -39,8 +47,8 @@ class Tally:
         return usage_block(
             self.prompt_tokens,
             self.completion_tokens,
-            self.cached_tokens,
-            reasoning_token_count(self.token_ids, self._token_bytes),
+            min(self.cached_tokens or 0, self.prompt_tokens),
+            reasoning_token_count(self.token_ids, self._token_bytes, self._start_in_reasoning),
             self._pricing.prompt,
             self._pricing.completion,
         )
@@ -49,8 +57,8 @@ class Tally:
 class OutputSplitter:
     """Engine text → reasoning / content pieces; reasoning dropped when the caller excluded it."""
 
-    def __init__(self, exclude_reasoning: bool) -> None:
-        self.parser = ReasoningParser()
+    def __init__(self, exclude_reasoning: bool, start_in_reasoning: bool = False) -> None:
+        self.parser = ReasoningParser(start_in_reasoning)
         self.exclude = exclude_reasoning
 
     def _keep(self, pieces: list[Piece]) -> list[Piece]:
@@ -63,6 +71,10 @@ class OutputSplitter:
         return self._keep(self.parser.finish())
 
 
+# What is appended when a plain-text thinking budget is spent: Hermes' own layout around the tag.
+FORCED_CLOSE = "\n</think>\n\n"
+
+
 class Generation:
     """One accepted request on its way through the engine: what chat and completions share."""
 
@@ -73,18 +85,95 @@ class Generation:
         options: GenerationOptions,
         gen_id: str,
         base: dict[str, Any],
-        token_bytes: Callable[[int], bytes],
+        renderer: PromptRenderer,
         settings: Settings,
         top_n: int = 0,
         exclude_reasoning: bool = False,
+        stats: RecentStats | None = None,
+        thinking_budget: int | None = None,
+        start_in_reasoning: bool = False,
     ) -> None:
         self.engine, self.ids, self.options, self.gen_id, self.base = engine, ids, options, gen_id, base
-        self.token_bytes, self.settings, self.top_n = token_bytes, settings, top_n
-        self.tally = Tally(len(ids), token_bytes, settings.pricing)
-        self.splitter = OutputSplitter(exclude_reasoning)
+        self.renderer, self.settings, self.top_n = renderer, settings, top_n
+        self.token_bytes = renderer.token_bytes
+        self.tally = Tally(len(ids), self.token_bytes, settings.pricing, start_in_reasoning)
+        self.splitter = OutputSplitter(exclude_reasoning, start_in_reasoning)
+        self.stats = stats
+        self.start_in_reasoning = start_in_reasoning
+        self.plain_budget: int | None = None
+        if thinking_budget is not None and thinking_budget < options.max_tokens:
+            if renderer.think_is_one_token:
+                options.thinking_token_budget = thinking_budget  # vLLM's own mechanism
+            else:
+                self.plain_budget = thinking_budget
 
-    def deltas(self) -> AsyncIterator[EngineDelta]:
-        return engine_stream(self.engine, self.ids, self.options, self.gen_id)
+    async def deltas(self) -> AsyncIterator[EngineDelta]:
+        """The engine's deltas, timed for the endpoint figures (a finished generation is a
+        success, an engine failure a failure; client disconnects and client mistakes are neither)."""
+        start = time.monotonic()
+        first: float | None = None
+        tokens = 0
+        source = (
+            self._budgeted() if self.plain_budget is not None else engine_stream(self.engine, self.ids, self.options, self.gen_id)
+        )
+        try:
+            async for d in source:
+                if first is None and d.token_ids:
+                    first = time.monotonic()
+                tokens += len(d.token_ids)
+                if d.finished and self.stats is not None:
+                    now = time.monotonic()
+                    ttft = (first or now) - start
+                    self.stats.record(True, ttft, tokens, now - (first or now))
+                yield d
+        except EngineError:
+            if self.stats is not None:
+                self.stats.record(False)
+            raise
+        finally:
+            await source.aclose()  # type: ignore[attr-defined]
+
+    async def _budgeted(self) -> AsyncIterator[EngineDelta]:
+        """Server-side thinking budget for plain-text tags (see ``ThinkBudget`` for why).
+
+        When the budget is spent mid-reasoning, the engine request is aborted, ``</think>`` is
+        appended, and generation resumes from prompt + output in a new engine request. With
+        prefix caching the resumed request recomputes nothing it already has."""
+        assert self.plain_budget is not None
+        guard = ThinkBudget(self.plain_budget, self.token_bytes, self.start_in_reasoning)
+        out: list[int] = []
+        cut: EngineDelta | None = None
+        first = engine_stream(self.engine, self.ids, self.options, self.gen_id)
+        try:
+            async for d in first:
+                keep = guard.keep(d.token_ids)
+                if keep is None or (d.finished and keep == len(d.token_ids)):
+                    out.extend(d.token_ids)
+                    yield d
+                    continue
+                kept = d.token_ids[:keep]
+                text = d.text if keep == len(d.token_ids) else self.renderer.decode(kept)
+                cut = EngineDelta(text, kept, d.logprobs[:keep] if d.logprobs else None, num_cached_tokens=d.num_cached_tokens)
+                break
+        finally:
+            await first.aclose()  # type: ignore[attr-defined]
+        if cut is None:
+            return
+        out.extend(cut.token_ids)
+        yield cut
+        room = self.options.max_tokens - len(out)
+        forced = self.renderer.encode_text(FORCED_CLOSE)[:room]
+        out.extend(forced)
+        room -= len(forced)
+        yield EngineDelta(self.renderer.decode(forced), forced, [] if self.options.logprobs is not None else None)
+        if room <= 0:
+            yield EngineDelta("", [], finished=True, finish_reason="length")
+            return
+        rest = replace(self.options, max_tokens=room, thinking_token_budget=None)
+        async for d in engine_stream(self.engine, self.ids + out, rest, self.gen_id + "-answer"):
+            # Its cached prefix is prompt + reasoning, not the caller's prompt: keep the first figure.
+            d.num_cached_tokens = None
+            yield d
 
 
 def engine_failure(exc: EngineError) -> APIError:

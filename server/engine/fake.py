@@ -23,6 +23,9 @@ class FakeEngine:
         self.last_prompt: list[int] | None = None
         # Raise EngineError after this many tokens (simulates the engine dying mid-request).
         self.fail_after: int | None = None
+        # Replies for the next requests, in order (then ``reply`` again); every prompt is kept.
+        self.script: list[str] = []
+        self.prompts: list[list[int]] = []
 
     @property
     def ready(self) -> bool:
@@ -51,7 +54,9 @@ class FakeEngine:
         self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str
     ) -> AsyncIterator[EngineDelta]:
         self.last_options, self.last_prompt = options, list(prompt_token_ids)
-        ids = self.tokenizer.encode(self.reply, add_special_tokens=False)
+        self.prompts.append(list(prompt_token_ids))
+        reply = self.script.pop(0) if self.script else self.reply
+        ids = self.tokenizer.encode(reply, add_special_tokens=False)
         self.running.add(request_id)
         text_so_far = ""
         first = True

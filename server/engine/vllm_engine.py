@@ -191,7 +191,7 @@ class VLLMEngine:
                 if first:
                     delta.num_prompt_tokens = len(out.prompt_token_ids or prompt_token_ids)
                     first = False
-                if out.finished:
+                if out.finished or out.num_cached_tokens:
                     delta.num_cached_tokens = out.num_cached_tokens
                 yield delta
         except (ValueError, VLLMValidationError) as exc:

@@ -90,6 +90,12 @@ class ReasoningParser:
         self._ws = text[len(body) :]
 
 
+def ends_inside_reasoning(prompt: str) -> bool:
+    """The text leaves ``<think>`` open (a caller prefilling the model's reasoning). The thinking
+    system prompt's own ``<think> </think>`` is closed, so it never counts."""
+    return prompt.rfind(OPEN) > prompt.rfind(CLOSE)
+
+
 def split_whole(text: str, start_in_reasoning: bool = False) -> tuple[str, str]:
     """(reasoning, content) of a complete output."""
     p = ReasoningParser(start_in_reasoning)
@@ -134,3 +140,43 @@ def reasoning_token_count(token_ids: Sequence[int], token_bytes: Callable[[int],
             count += 1
         offset = hi
     return count
+
+
+class ThinkBudget:
+    """Counts reasoning tokens as they are generated, to cap them server-side.
+
+    Used only when ``<think>`` is plain text in the vocabulary. vLLM's own budget matches the
+    tag's token ids exactly, and Llama 3's BPE merges ``>`` with the newline that follows it
+    (``<think>\\n`` is ``<th|ink|>\\n``, not ``<th|ink|>``), so a plain-text tag is never seen
+    by the engine. This works on bytes, so any tokenization of the tags is recognised.
+    A token counts once the opening tag is complete and until the closing tag completes."""
+
+    def __init__(self, budget: int, token_bytes: Callable[[int], bytes], start_in_reasoning: bool = False) -> None:
+        self.budget = budget
+        self.inside = start_in_reasoning
+        self.count = 0
+        self._token_bytes = token_bytes
+        self._data = bytearray()
+        self._scan = 0
+
+    def keep(self, token_ids: Sequence[int]) -> int | None:
+        """Feed new tokens; ``None`` while within budget, else how many of them to keep (the
+        rest are past the budget and must be dropped before ``</think>`` is forced)."""
+        for i, t in enumerate(token_ids):
+            self._data += self._token_bytes(t)
+            tag_done = False
+            while True:
+                tag = (CLOSE if self.inside else OPEN).encode()
+                idx = self._data.find(tag, self._scan)
+                if idx < 0:
+                    break
+                self.inside = not self.inside
+                self._scan = idx + len(tag)
+                tag_done = True
+            # Keep the unscanned tail short: only a partial tag can still matter.
+            self._scan = max(self._scan, len(self._data) - len(CLOSE) + 1)
+            if self.inside and not tag_done:
+                self.count += 1
+            if self.inside and self.count >= self.budget:
+                return i + 1
+        return None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import bad_request
+from server.hermes.parser import ends_inside_reasoning
 
 THINKING_PROMPT = (
     "You are a deep thinking AI, you may use extremely long chains of thought to deeply consider the "
@@ -41,6 +42,8 @@ _BYTE_DECODER = _byte_decoder()
 class RenderedPrompt:
     token_ids: list[int]
     text: str
+    # An assistant prefill that leaves ``<think>`` open: the output starts inside reasoning.
+    opens_reasoning: bool = False
 
 
 def load_tokenizer(path: str, revision: str | None = None) -> Any:
@@ -90,6 +93,18 @@ class PromptRenderer:
         except KeyError:
             return str(token).encode()
 
+    @property
+    def think_is_one_token(self) -> bool:
+        """True when ``<think>`` and ``</think>`` are single added tokens (vLLM's own thinking
+        budget can then see them); False when the model spells them as plain text."""
+        return all(len(self.tokenizer.encode(tag, add_special_tokens=False)) == 1 for tag in ("<think>", "</think>"))
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=False))
+
     @classmethod
     def from_path(cls, path: str | Path, revision: str | None = None) -> PromptRenderer:
         return cls(load_tokenizer(str(path), revision))
@@ -112,7 +127,7 @@ class PromptRenderer:
                 msgs = with_thinking_prompt_once(msgs)
                 text = self._render(msgs, tools, thinking, keep_cots, prefill)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return RenderedPrompt(token_ids=list(ids), text=text)
+        return RenderedPrompt(token_ids=list(ids), text=text, opens_reasoning=prefill and ends_inside_reasoning(text))
 
     def _render(
         self, msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None, thinking: bool, keep_cots: bool, prefill: bool

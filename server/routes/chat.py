@@ -83,9 +83,6 @@ async def chat_completions(request: Request) -> Any:
         vocab_size=renderer.vocab_size,
         logprobs=top_n if req.logprobs else None,
     )
-    budget = plan.budget(options.max_tokens)
-    if budget is not None and budget < options.max_tokens:
-        options.thinking_token_budget = budget
     options.structured = _structured(req)
     if options.structured is not None:
         options.reasoning_ended = True
@@ -96,10 +93,13 @@ async def chat_completions(request: Request) -> Any:
         options,
         gen_id,
         base,
-        renderer.token_bytes,
+        renderer,
         settings,
         top_n=top_n,
         exclude_reasoning=plan.exclude,
+        stats=request.app.state.stats,
+        thinking_budget=plan.budget(options.max_tokens),
+        start_in_reasoning=prompt.opens_reasoning,
     )
     if req.stream:
         return sse_response(_stream(gen), headers)

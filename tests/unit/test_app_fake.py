@@ -164,3 +164,21 @@ def test_engine_failure_mid_stream_sends_error_chunk(client: TestClient, fake: F
     assert "Traceback" not in r.text
     r = client.post(CHAT, json={"messages": MSG})
     assert r.status_code == 502 and r.json()["error"]["code"] == 502
+
+
+def test_completions_reasoning(client: TestClient, fake: FakeEngine) -> None:
+    fake.reply = "<think>\nponder\n</think>\n\nDone."
+    raw = client.post("/v1/completions", json={"prompt": "Q:"}).json()["choices"][0]
+    assert raw["text"] == fake.reply and raw["reasoning"] is None  # no reasoning field: raw text
+    split = client.post("/v1/completions", json={"prompt": "Q:", "reasoning": {"enabled": True}}).json()["choices"][0]
+    assert split["text"] == "Done." and split["reasoning"] == "ponder"
+    hidden = client.post("/v1/completions", json={"prompt": "Q:", "reasoning": {"exclude": True}}).json()["choices"][0]
+    assert hidden["text"] == "Done." and hidden["reasoning"] is None
+    fake.reply = "still thinking\n</think>\nYes."
+    inside = client.post("/v1/completions", json={"prompt": "Q: <think>\n"}).json()
+    assert inside["choices"][0]["reasoning"] == "still thinking" and inside["choices"][0]["text"] == "Yes."
+    assert inside["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+    events = _events(client.post("/v1/completions", json={"prompt": "Q: <think>", "stream": True}).text)
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0].get("reasoning") or "" for c in chunks if c["choices"]) == "still thinking"
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "Yes."
