@@ -12,7 +12,7 @@ from typing import Any
 from server.engine.base import EngineClient, EngineDelta, EngineError, EngineRequestRejected, GenerationOptions
 from server.errors import APIError, bad_request, error_body
 from server.gateway.stats import RecentStats
-from server.hermes.parser import Piece, ReasoningParser, ThinkBudget, reasoning_token_count
+from server.hermes.parser import Piece, ReasoningParser, ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
 from server.protocol.responses import sse, usage_block
 from server.settings import Pricing, Settings
@@ -73,10 +73,21 @@ class OutputSplitter:
 
 # What is appended when a plain-text thinking budget is spent: Hermes' own layout around the tag.
 FORCED_CLOSE = "\n</think>\n\n"
+# Opens reasoning when a constrained answer must follow it (see Generation).
+OPEN_THINK = "<think>\n"
 
 
 class Generation:
-    """One accepted request on its way through the engine: what chat and completions share."""
+    """One accepted request on its way through the engine: what chat and completions share.
+
+    Usually one engine request. Two when the server must act at the end of reasoning:
+    a plain-text thinking budget is spent (``</think>`` is forced), or a grammar (JSON schema,
+    forced tool call) must start only after ``</think>``. Then the first request generates the
+    reasoning unconstrained and is aborted where reasoning ends, and a second one continues from
+    prompt + output with the grammar (``reasoning_ended=True``). Why not vLLM's in-engine reasoning
+    parser: none fits Hermes (the thinking system prompt's literal ``</think>`` fools them, see
+    ../shared/reference/vllm.md), and the split works the same for one-token and plain-text tags.
+    With prefix caching the second request recomputes nothing it already has."""
 
     def __init__(
         self,
@@ -92,14 +103,25 @@ class Generation:
         stats: RecentStats | None = None,
         thinking_budget: int | None = None,
         start_in_reasoning: bool = False,
+        reasoning: bool = False,
     ) -> None:
-        self.engine, self.ids, self.options, self.gen_id, self.base = engine, ids, options, gen_id, base
+        self.engine, self.options, self.gen_id, self.base = engine, options, gen_id, base
         self.renderer, self.settings, self.top_n = renderer, settings, top_n
         self.token_bytes = renderer.token_bytes
+        self.stats = stats
+        # Reasoning on and a grammar to apply: the grammar waits for </think>. The model opens
+        # <think> first in thinking mode anyway; prefilling it makes sure there is a reasoning
+        # phase to wait for (otherwise the answer would escape the grammar).
+        self.constrain_after = reasoning and options.structured is not None
+        if self.constrain_after and not start_in_reasoning:
+            ids = ids + renderer.encode_text(OPEN_THINK)
+            start_in_reasoning = True
+        if options.structured is not None and not self.constrain_after:
+            options.reasoning_ended = True  # the grammar applies from the first token
+        self.ids = ids
+        self.start_in_reasoning = start_in_reasoning
         self.tally = Tally(len(ids), self.token_bytes, settings.pricing, start_in_reasoning)
         self.splitter = OutputSplitter(exclude_reasoning, start_in_reasoning)
-        self.stats = stats
-        self.start_in_reasoning = start_in_reasoning
         self.plain_budget: int | None = None
         if thinking_budget is not None and thinking_budget < options.max_tokens:
             if renderer.think_is_one_token:
@@ -113,9 +135,8 @@ class Generation:
         start = time.monotonic()
         first: float | None = None
         tokens = 0
-        source = (
-            self._budgeted() if self.plain_budget is not None else engine_stream(self.engine, self.ids, self.options, self.gen_id)
-        )
+        two_phase = self.plain_budget is not None or self.constrain_after
+        source = self._phased() if two_phase else engine_stream(self.engine, self.ids, self.options, self.gen_id)
         try:
             async for d in source:
                 if first is None and d.token_ids:
@@ -133,24 +154,21 @@ class Generation:
         finally:
             await source.aclose()  # type: ignore[attr-defined]
 
-    async def _budgeted(self) -> AsyncIterator[EngineDelta]:
-        """Server-side thinking budget for plain-text tags (see ``ThinkBudget`` for why).
-
-        When the budget is spent mid-reasoning, the engine request is aborted, ``</think>`` is
-        appended, and generation resumes from prompt + output in a new engine request. With
-        prefix caching the resumed request recomputes nothing it already has."""
-        assert self.plain_budget is not None
-        guard = ThinkBudget(self.plain_budget, self.token_bytes, self.start_in_reasoning)
+    async def _phased(self) -> AsyncIterator[EngineDelta]:
+        watch = ThinkWatch(self.plain_budget, self.token_bytes, self.start_in_reasoning, stop_at_close=self.constrain_after)
+        first_options = replace(self.options, structured=None) if self.constrain_after else self.options
         out: list[int] = []
         cut: EngineDelta | None = None
-        first = engine_stream(self.engine, self.ids, self.options, self.gen_id)
+        event: str | None = None
+        first = engine_stream(self.engine, self.ids, first_options, self.gen_id)
         try:
             async for d in first:
-                keep = guard.keep(d.token_ids)
-                if keep is None or (d.finished and keep == len(d.token_ids)):
+                hit = watch.feed(d.token_ids)
+                if hit is None or (hit[0] == "budget" and d.finished and hit[1] == len(d.token_ids)):
                     out.extend(d.token_ids)
                     yield d
                     continue
+                event, keep = hit
                 kept = d.token_ids[:keep]
                 text = d.text if keep == len(d.token_ids) else self.renderer.decode(kept)
                 cut = EngineDelta(text, kept, d.logprobs[:keep] if d.logprobs else None, num_cached_tokens=d.num_cached_tokens)
@@ -162,14 +180,17 @@ class Generation:
         out.extend(cut.token_ids)
         yield cut
         room = self.options.max_tokens - len(out)
-        forced = self.renderer.encode_text(FORCED_CLOSE)[:room]
-        out.extend(forced)
-        room -= len(forced)
-        yield EngineDelta(self.renderer.decode(forced), forced, [] if self.options.logprobs is not None else None)
+        if event == "budget":
+            forced = self.renderer.encode_text(FORCED_CLOSE)[:room]
+            out.extend(forced)
+            room -= len(forced)
+            yield EngineDelta(self.renderer.decode(forced), forced, [] if self.options.logprobs is not None else None)
         if room <= 0:
             yield EngineDelta("", [], finished=True, finish_reason="length")
             return
         rest = replace(self.options, max_tokens=room, thinking_token_budget=None)
+        if rest.structured is not None:
+            rest.reasoning_ended = True
         async for d in engine_stream(self.engine, self.ids + out, rest, self.gen_id + "-answer"):
             # Its cached prefix is prompt + reasoning, not the caller's prompt: keep the first figure.
             d.num_cached_tokens = None

@@ -142,41 +142,53 @@ def reasoning_token_count(token_ids: Sequence[int], token_bytes: Callable[[int],
     return count
 
 
-class ThinkBudget:
-    """Counts reasoning tokens as they are generated, to cap them server-side.
+class ThinkWatch:
+    """Follows ``<think>`` spans token by token, to cap reasoning or to find where it ends.
 
-    Used only when ``<think>`` is plain text in the vocabulary. vLLM's own budget matches the
-    tag's token ids exactly, and Llama 3's BPE merges ``>`` with the newline that follows it
-    (``<think>\\n`` is ``<th|ink|>\\n``, not ``<th|ink|>``), so a plain-text tag is never seen
-    by the engine. This works on bytes, so any tokenization of the tags is recognised.
+    Works on the tokens' bytes, so any tokenization of the tags is recognised. Two uses:
+    a server-side thinking budget when ``<think>`` is plain text (vLLM's own budget matches the
+    tag's token ids exactly, and Llama 3's BPE merges ``>`` with the newline that follows it —
+    ``<think>\\n`` is ``<th|ink|>\\n``, not ``<th|ink|>`` — so the engine never sees a plain-text
+    tag), and finding the end of reasoning so a grammar can start after it.
     A token counts once the opening tag is complete and until the closing tag completes."""
 
-    def __init__(self, budget: int, token_bytes: Callable[[int], bytes], start_in_reasoning: bool = False) -> None:
+    def __init__(
+        self,
+        budget: int | None,
+        token_bytes: Callable[[int], bytes],
+        start_in_reasoning: bool = False,
+        stop_at_close: bool = False,
+    ) -> None:
         self.budget = budget
         self.inside = start_in_reasoning
+        self.stop_at_close = stop_at_close
         self.count = 0
         self._token_bytes = token_bytes
         self._data = bytearray()
         self._scan = 0
 
-    def keep(self, token_ids: Sequence[int]) -> int | None:
-        """Feed new tokens; ``None`` while within budget, else how many of them to keep (the
-        rest are past the budget and must be dropped before ``</think>`` is forced)."""
+    def feed(self, token_ids: Sequence[int]) -> tuple[Literal["budget", "closed"], int] | None:
+        """Feed new tokens. ``None``: carry on. ``("budget", n)``: the budget is spent after the
+        first n of them (drop the rest, force ``</think>``). ``("closed", n)``: reasoning ended
+        with the n-th (only when ``stop_at_close``)."""
         for i, t in enumerate(token_ids):
             self._data += self._token_bytes(t)
-            tag_done = False
+            tag_done = closed = False
             while True:
                 tag = (CLOSE if self.inside else OPEN).encode()
                 idx = self._data.find(tag, self._scan)
                 if idx < 0:
                     break
+                closed = self.inside
                 self.inside = not self.inside
                 self._scan = idx + len(tag)
                 tag_done = True
-            # Keep the unscanned tail short: only a partial tag can still matter.
+            # Only a partial tag at the end can still matter: keep the unscanned tail short.
             self._scan = max(self._scan, len(self._data) - len(CLOSE) + 1)
+            if closed and not self.inside and self.stop_at_close:
+                return ("closed", i + 1)
             if self.inside and not tag_done:
                 self.count += 1
-            if self.inside and self.count >= self.budget:
-                return i + 1
+            if self.budget is not None and self.inside and self.count >= self.budget:
+                return ("budget", i + 1)
         return None

@@ -17,7 +17,7 @@ from server.app import create_app
 from server.engine.fake import FakeEngine
 from server.gateway.stats import RecentStats, percentiles
 from server.generation import FORCED_CLOSE
-from server.hermes.parser import ThinkBudget, reasoning_token_count
+from server.hermes.parser import ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
 from server.protocol.models import SUPPORTED_PARAMETERS, price
 from server.settings import load_settings
@@ -78,7 +78,13 @@ SAMPLE_VALUES = {
     "top_k": 5,
     "top_logprobs": 2,
     "top_p": 0.9,
+    "parallel_tool_calls": False,
+    "response_format": {"type": "json_object"},
+    "structured_outputs": {"regex": "[a-z]+"},
+    "tool_choice": "required",
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
 }
+TOOLS = SAMPLE_VALUES["tools"]
 
 
 @pytest.mark.parametrize("name", SUPPORTED_PARAMETERS)
@@ -87,6 +93,8 @@ def test_every_listed_parameter_is_honoured(client: TestClient, name: str) -> No
     body = {"messages": MSG, name: SAMPLE_VALUES[name]}
     if name == "top_logprobs":
         body["logprobs"] = True
+    if name in ("tool_choice", "parallel_tool_calls"):
+        body.update(tools=TOOLS, tool_choice="required")
     r = client.post(CHAT, json=body)
     assert r.status_code == 200, r.text
     options = client.app.state.engine.last_options  # type: ignore[attr-defined]
@@ -106,6 +114,12 @@ def test_every_listed_parameter_is_honoured(client: TestClient, name: str) -> No
         "top_k": options.top_k == 5,
         "top_logprobs": options.logprobs == 2,
         "top_p": options.top_p == 0.9,
+        "parallel_tool_calls": options.structured is not None
+        and '"stop_after_first": true' in str(options.structured.structural_tag),
+        "response_format": options.structured is not None and options.structured.json_object,
+        "structured_outputs": options.structured is not None and options.structured.regex == "[a-z]+",
+        "tool_choice": options.structured is not None and options.structured.structural_tag is not None,
+        "tools": "<tools>" in client.app.state.renderer.tokenizer.decode(client.app.state.engine.last_prompt),  # type: ignore[attr-defined]
     }
     assert seen[name]
 
@@ -156,6 +170,12 @@ def test_recent_stats_percentiles_and_uptime() -> None:
 # ---- server-side thinking budget (plain-text tags) -------------------------------------------
 
 
+def _cut(watch: ThinkWatch, ids: list[int]) -> int | None:
+    hit = watch.feed(ids)
+    assert hit is None or hit[0] == "budget"
+    return None if hit is None else hit[1]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     words=st.lists(st.sampled_from(["alpha", "be", "<", "think", ">", "\n", " ", "ta</", "g"]), min_size=0, max_size=40),
@@ -166,20 +186,20 @@ def test_think_budget_any_chunking(plain_tokenizer, words: list[str], budget: in
     """The cut point depends on the tokens only, not on how the engine grouped them."""
     renderer = PromptRenderer(plain_tokenizer)
     ids = plain_tokenizer.encode("<think>\n" + "".join(words) + "\n</think>\n\nok", add_special_tokens=False)
-    whole = ThinkBudget(budget, renderer.token_bytes).keep(ids)
-    guard, pos, got = ThinkBudget(budget, renderer.token_bytes), 0, None
+    whole = _cut(ThinkWatch(budget, renderer.token_bytes), ids)
+    guard, pos, got = ThinkWatch(budget, renderer.token_bytes), 0, None
     for n in [*cuts, len(ids)]:
         chunk = ids[pos : pos + n]
         if not chunk:
             break
-        keep = guard.keep(chunk)
+        keep = _cut(guard, chunk)
         if keep is not None:
             got = pos + keep
             break
         pos += n
     assert got == whole
-    unlimited = ThinkBudget(10**9, renderer.token_bytes)
-    unlimited.keep(ids)
+    unlimited = ThinkWatch(None, renderer.token_bytes)
+    unlimited.feed(ids)
     if whole is None:
         assert unlimited.count < budget
     else:
@@ -218,7 +238,7 @@ def test_plain_think_budget_forces_close_and_resumes(plain, plain_tokenizer, str
     forced = plain_tokenizer.encode(FORCED_CLOSE, add_special_tokens=False)
     assert out[-len(forced) :] == forced
     assert plain_tokenizer.decode(out[: -len(forced)]).startswith("<think>\nstep0")
-    assert ThinkBudget(10, PromptRenderer(plain_tokenizer).token_bytes).keep(out) == len(out) - len(forced)
+    assert _cut(ThinkWatch(10, PromptRenderer(plain_tokenizer).token_bytes), out) == len(out) - len(forced)
     assert reasoning.split() == [f"step{i}" for i in range(len(reasoning.split()))] and "step59" not in reasoning
     answer = plain_tokenizer.encode("the answer.", add_special_tokens=False)
     assert usage["completion_tokens"] == len(out) + len(answer)

@@ -1,0 +1,205 @@
+"""Hermes tool calls: ``<tool_call>{"name": …, "arguments": …}</tool_call>`` blocks in the model's
+answer → OpenAI ``tool_calls``; and the grammars that force calls through vLLM's structured outputs.
+
+The parser is hand-written because vLLM's ``hermes`` tool parser re-parses the whole text at each
+step and mis-streams arguments-first calls (../shared/reference/vllm.md). This one is incremental
+and chunk-invariant: text outside calls passes through at once, a call is held until its closing
+tag (found only outside JSON strings, so arguments may contain ``</tool_call>``), then parsed as a
+whole. Either key order is accepted, so a call's name is only certain once its JSON closes; that
+is why streamed calls are emitted when complete, not token by token.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+OPEN = "<tool_call>"
+CLOSE = "</tool_call>"
+_ALNUM = string.ascii_letters + string.digits
+
+
+def call_id() -> str:
+    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+@dataclass
+class ParsedCall:
+    name: str
+    arguments: str  # a JSON text, exactly what streaming concatenates to
+    id: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
+class Text:
+    text: str
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def parse_call(body: str) -> ParsedCall | None:
+    """One call's JSON, either key order; ``None`` when it is not a well-formed call."""
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):  # some models write the arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return ParsedCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False), id=call_id())
+
+
+class ToolCallParser:
+    def __init__(self) -> None:
+        self._buf = ""  # outside a call: text that may be the start of <tool_call>
+        self._ws = ""  # whitespace held until we know whether a tag follows
+        self._call: str | None = None  # inside a call: its text so far
+        self._scan = 0  # how far the call's text has been scanned for strings/close tag
+        self._in_str = False
+        self._esc = False
+        self._after_tag = False
+        self.calls = 0
+
+    def feed(self, text: str) -> list[Text | ParsedCall]:
+        out: list[Text | ParsedCall] = []
+        self._buf += text
+        while self._buf:
+            if self._call is None:
+                idx = self._buf.find(OPEN)
+                if idx < 0:
+                    keep = _partial_suffix(self._buf, OPEN)
+                    ready, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
+                    self._text(ready, out)
+                    return out
+                self._text(self._buf[:idx], out)
+                self._ws = ""  # whitespace before a tag belongs to neither side
+                self._buf = self._buf[idx + len(OPEN) :]
+                self._call, self._scan, self._in_str, self._esc = "", 0, False, False
+            else:
+                self._call += self._buf
+                self._buf = ""
+                end = self._find_close()
+                if end is None:
+                    return out
+                body, rest = self._call[:end], self._call[end + len(CLOSE) :]
+                self._call = None
+                parsed = parse_call(body.strip())
+                if parsed is None:
+                    self._text(OPEN + body + CLOSE, out)
+                else:
+                    self.calls += 1
+                    out.append(parsed)
+                    self._after_tag = True
+                self._buf = rest
+        return out
+
+    def _find_close(self) -> int | None:
+        """Index of the closing tag outside JSON strings, scanning only what is new."""
+        assert self._call is not None
+        s = self._call
+        i = self._scan
+        while i < len(s):
+            ch = s[i]
+            if self._in_str:
+                if self._esc:
+                    self._esc = False
+                elif ch == "\\":
+                    self._esc = True
+                elif ch == '"':
+                    self._in_str = False
+            elif ch == '"':
+                self._in_str = True
+            elif ch == "<":
+                if s.startswith(CLOSE, i):
+                    return i
+                if CLOSE.startswith(s[i:]):  # a partial tag at the end: wait for more
+                    self._scan = i
+                    return None
+            i += 1
+        self._scan = i
+        return None
+
+    def finish(self) -> list[Text | ParsedCall]:
+        out: list[Text | ParsedCall] = []
+        if self._call is not None:  # unclosed (e.g. max_tokens): what the model wrote, as text
+            self._text(OPEN + self._call, out)
+            self._call = None
+        self._text(self._buf, out)
+        self._buf = ""
+        if self._ws:
+            out.append(Text(self._ws))
+            self._ws = ""
+        return out
+
+    def _text(self, text: str, out: list[Text | ParsedCall]) -> None:
+        if not text:
+            return
+        if self._after_tag:
+            text = text.lstrip()
+            if not text:
+                return
+            self._after_tag = False
+        body = text.rstrip()
+        if not body:
+            self._ws += text
+            return
+        out.append(Text(self._ws + body))
+        self._ws = text[len(body) :]
+
+
+# ---- forcing calls through the engine's grammar (xgrammar structural tags) --------------------
+
+
+def _call_tag(tool: dict[str, Any], constrained: bool) -> dict[str, Any]:
+    fn = tool["function"]
+    schema = fn.get("parameters") or {"type": "object", "properties": {}}
+    return {
+        "type": "tag",
+        "begin": f'{OPEN}\n{{"name": {json.dumps(fn["name"])}, "arguments": ',
+        # Like the engine-wide disable_any_whitespace for plain JSON schemas, which structural tags
+        # do not inherit: unbounded whitespace would let a hesitant model never finish.
+        "content": {"type": "json_schema", "json_schema": schema if constrained else {"type": "object"}, "max_whitespace_cnt": 1},
+        "end": f"}}\n{CLOSE}",
+    }
+
+
+def forced_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
+    """Only tool calls (at least one; one if not parallel), each with schema-valid arguments."""
+    fmt = {
+        "type": "tags_with_separator",
+        "tags": [_call_tag(t, True) for t in tools],
+        "separator": "\n",
+        "at_least_one": True,
+        "stop_after_first": not parallel,
+    }
+    return json.dumps({"type": "structural_tag", "format": fmt})
+
+
+def strict_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
+    """Free text, but any call the model opens follows its tool's schema (``strict: true``)."""
+    fmt = {
+        "type": "triggered_tags",
+        "triggers": [OPEN],
+        "tags": [_call_tag(t, bool(t["function"].get("strict"))) for t in tools],
+        "at_least_one": False,
+        "stop_after_first": not parallel,
+    }
+    return json.dumps({"type": "structural_tag", "format": fmt})
