@@ -236,3 +236,20 @@ def test_grammar_waits_for_reasoning(fake_client, tokenizer) -> None:
     engine.prompts.clear()
     client.post(CHAT, json={"messages": [{"role": "user", "content": "x"}], "response_format": rf})
     assert len(engine.prompts) == 1 and engine.last_options.reasoning_ended is True
+
+
+def test_calls_after_and_between_reasoning(fake_client) -> None:
+    client, engine = fake_client
+    engine.reply = (
+        "<think>\nfirst\n</think>\n"
+        + _call("get_weather", {"city": "Oslo"})
+        + "<think>again</think>"
+        + _call("get_weather", {"city": "Rome"})
+    )
+    body = {"messages": [{"role": "user", "content": "x"}], "tools": [TOOL]}
+    msg = client.post(CHAT, json=body).json()["choices"][0]["message"]
+    assert msg["reasoning"] == "firstagain" and msg["content"] is None
+    assert [json.loads(c["function"]["arguments"])["city"] for c in msg["tool_calls"]] == ["Oslo", "Rome"]
+    _, calls, finish = _stream_calls(client.post(CHAT, json={**body, "stream": True}).text)
+    assert [calls[i]["arguments"] for i in sorted(calls)] == [c["function"]["arguments"] for c in msg["tool_calls"]]
+    assert finish == "tool_calls"
