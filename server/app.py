@@ -17,10 +17,12 @@ from fastapi.responses import Response
 
 from server.engine.base import EngineClient
 from server.errors import error_body, install_error_handlers
+from server.gateway.db import Database
+from server.gateway.gateway import Gateway, GatewayMiddleware
 from server.gateway.metrics import Metrics
 from server.gateway.stats import RecentStats
 from server.hermes.prompt import PromptRenderer
-from server.routes import chat, completions, health, models
+from server.routes import account, chat, completions, health, models
 from server.settings import Settings
 
 log = logging.getLogger("hermes.app")
@@ -80,8 +82,11 @@ def fingerprint(settings: Settings) -> str:
     return "fp_hermes_" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def create_app(settings: Settings, engine: EngineClient | None = None, renderer: PromptRenderer | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, engine: EngineClient | None = None, renderer: PromptRenderer | None = None, db: Database | None = None
+) -> FastAPI:
     metrics = Metrics()
+    database = db if db is not None else Database(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +95,9 @@ def create_app(settings: Settings, engine: EngineClient | None = None, renderer:
             from server.engine.vllm_engine import VLLMEngine
 
             state.engine = VLLMEngine(settings)
-        metrics.bind_engine(state.engine.num_unfinished_requests)
+        metrics.bind_engine(state.engine.num_unfinished_requests, state.engine.kv_cache_usage)
+        state.gateway = Gateway(settings, metrics, database)
+        state.gateway.start()
         task = asyncio.create_task(_start(app))
         try:
             yield
@@ -98,6 +105,7 @@ def create_app(settings: Settings, engine: EngineClient | None = None, renderer:
             state.draining = True
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await state.gateway.flush()
             await state.engine.shutdown()
 
     async def _start(app: FastAPI) -> None:
@@ -127,13 +135,17 @@ def create_app(settings: Settings, engine: EngineClient | None = None, renderer:
     # Identifies the deployment (server version, served model, parallelism) like OpenAI's field.
     app.state.fingerprint = fingerprint(settings)
     app.state.stats = RecentStats()
+    app.state.db = database
+    app.state.gateway = None
     install_error_handlers(app)
-    for r in (health.router, chat.router, completions.router, models.router):
+    for r in (health.router, chat.router, completions.router, models.router, account.router):
         app.include_router(r)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics(_: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    # Outermost first: the body limit, then keys, limits and admission.
+    app.add_middleware(GatewayMiddleware, state=app.state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

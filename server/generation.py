@@ -7,14 +7,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.engine.base import EngineClient, EngineDelta, EngineError, EngineRequestRejected, GenerationOptions
 from server.errors import APIError, bad_request, error_body
+from server.gateway.db import utcnow
 from server.gateway.stats import RecentStats
+
+if TYPE_CHECKING:
+    from server.gateway.gateway import Gateway
 from server.hermes.parser import Piece, ReasoningParser, ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
-from server.protocol.responses import sse, usage_block
+from server.protocol.responses import normalise_finish, sse, usage_block
 from server.settings import Pricing, Settings
 
 
@@ -104,8 +108,15 @@ class Generation:
         thinking_budget: int | None = None,
         start_in_reasoning: bool = False,
         reasoning: bool = False,
+        gateway: Gateway | None = None,
+        meta: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.engine, self.options, self.gen_id, self.base = engine, options, gen_id, base
+        self.gateway, self.meta, self.timeout = gateway, meta or {}, timeout
+        self.tool_calls = 0  # set by the route's parser, for the usage record's finish reason
+        self._stop_reason: str | None = None
+        self._deadline_cm: asyncio.Timeout | None = None
         self.renderer, self.settings, self.top_n = renderer, settings, top_n
         self.token_bytes = renderer.token_bytes
         self.stats = stats
@@ -129,30 +140,93 @@ class Generation:
             else:
                 self.plain_budget = thinking_budget
 
+    def stop(self, reason: str) -> None:
+        """End this generation now (server drain): it raises a 503 that streams turn into the
+        mid-stream error chunk, and it is recorded like any other."""
+        self._stop_reason = reason
+        if self._deadline_cm is not None:
+            self._deadline_cm.reschedule(asyncio.get_running_loop().time())
+
     async def deltas(self) -> AsyncIterator[EngineDelta]:
-        """The engine's deltas, timed for the endpoint figures (a finished generation is a
-        success, an engine failure a failure; client disconnects and client mistakes are neither)."""
+        """The engine's deltas under the request deadline, timed and recorded: every generation
+        that starts leaves a usage record (finished, failed, timed out, cancelled, drained)."""
+        loop = asyncio.get_running_loop()
+        created = utcnow()
         start = time.monotonic()
+        deadline = loop.time() + self.timeout if self.timeout is not None else None
         first: float | None = None
         tokens = 0
+        error: str | None = None
+        cancelled = client_mistake = False
         two_phase = self.plain_budget is not None or self.constrain_after
         source = self._phased() if two_phase else engine_stream(self.engine, self.ids, self.options, self.gen_id)
+        if self.gateway is not None:
+            self.gateway.active.add(self)
         try:
-            async for d in source:
+            while True:
+                if self._stop_reason is not None:
+                    raise APIError(503, "Server is shutting down: generation ended early")
+                try:
+                    async with asyncio.timeout_at(deadline) as cm:
+                        self._deadline_cm = cm
+                        d = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    if self._stop_reason is not None:
+                        raise APIError(503, "Server is shutting down: generation ended early") from exc
+                    raise APIError(408, f"Request timed out after {self.timeout:g} s") from exc
+                finally:
+                    self._deadline_cm = None
                 if first is None and d.token_ids:
                     first = time.monotonic()
                 tokens += len(d.token_ids)
-                if d.finished and self.stats is not None:
-                    now = time.monotonic()
-                    ttft = (first or now) - start
-                    self.stats.record(True, ttft, tokens, now - (first or now))
                 yield d
-        except EngineError:
-            if self.stats is not None:
-                self.stats.record(False)
+        except (EngineError, APIError) as exc:
+            error = str(exc) if isinstance(exc, EngineError) else exc.message
+            client_mistake = isinstance(exc, APIError) and exc.status < 500 and exc.status != 408
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            cancelled = True
             raise
         finally:
             await source.aclose()  # type: ignore[attr-defined]
+            end = time.monotonic()
+            if self.gateway is not None:
+                self.gateway.active.discard(self)
+            ttft = (first - start) if first is not None else None
+            if self.stats is not None and not cancelled and not client_mistake:
+                self.stats.record(error is None, ttft, tokens, end - (first or end))
+            if self.gateway is not None:
+                self.gateway.record(self._record(created, ttft, end - start, error, cancelled))
+
+    def _record(self, created: Any, ttft: float | None, latency: float, error: str | None, cancelled: bool) -> dict[str, Any]:
+        u = self.tally.usage()
+        native = self.tally.native_finish
+        finish = "error" if error else ("cancelled" if cancelled else normalise_finish(native))
+        if finish == "stop" and self.tool_calls:
+            finish = "tool_calls"
+        return {
+            "id": self.gen_id,
+            "created_at": created,
+            "model": self.base.get("model", ""),
+            "prompt_tokens": u["prompt_tokens"],
+            "completion_tokens": u["completion_tokens"],
+            "reasoning_tokens": u["completion_tokens_details"]["reasoning_tokens"],
+            "cached_tokens": u["prompt_tokens_details"]["cached_tokens"],
+            "cost": u["cost"],
+            "latency_ms": round(latency * 1000, 3),
+            "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+            "finish_reason": finish,
+            "native_finish_reason": native,
+            "cancelled": cancelled,
+            "error": error[:500] if error else None,
+            "key_id": self.meta.get("key_id"),
+            "route": self.meta.get("route", ""),
+            "streamed": bool(self.meta.get("streamed")),
+            "referer": self.meta.get("referer"),
+            "title": self.meta.get("title"),
+        }
 
     async def _phased(self) -> AsyncIterator[EngineDelta]:
         watch = ThinkWatch(self.plain_budget, self.token_bytes, self.start_in_reasoning, stop_at_close=self.constrain_after)

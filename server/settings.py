@@ -97,6 +97,18 @@ class ReasoningSettings(_Section):
     keep_cots: bool = False
 
 
+class GatewaySettings(_Section):
+    # Generation requests running at once; None: the engine's max_num_seqs (what it can batch).
+    max_in_flight: int | None = Field(None, ge=1)
+    # Requests allowed to wait for a slot; beyond them an immediate 429. None: 2 x max_in_flight.
+    max_queue: int | None = Field(None, ge=0)
+    # A generation (queueing included) running longer than this ends with 408.
+    request_timeout_seconds: float = Field(600.0, gt=0)
+    # On SIGTERM, in-flight requests get this long to finish before they are ended.
+    drain_timeout_seconds: float = Field(30.0, ge=0)
+    metrics_require_auth: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HERMES_",
@@ -113,6 +125,8 @@ class Settings(BaseSettings):
     provider_name: str = "hermes-server"
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     log_level: str = "info"
+    # "json" (one object per line, for log pipelines) or "text".
+    log_format: Literal["json", "text"] = "json"
     # SSE comment lines ": OPENROUTER PROCESSING" while waiting, and as keep-alives this often.
     stream_keepalive_seconds: float = Field(5.0, gt=0)
 
@@ -121,6 +135,9 @@ class Settings(BaseSettings):
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings)
     pricing: Pricing = Field(default_factory=Pricing)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    # SQLAlchemy URL for keys and usage records (PostgreSQL: postgresql+psycopg://user:pw@host/db).
+    database_url: str = "sqlite:///hermes-server.db"
 
     @classmethod
     def settings_customise_sources(

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests never write the default database file in the working tree: in-memory unless a test
+# (the gateway's end-to-end tests) points a server at a file of its own.
+os.environ.setdefault("HERMES_DATABASE_URL", "sqlite://")
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "models" / "tiny-hermes"

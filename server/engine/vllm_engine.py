@@ -154,6 +154,14 @@ class VLLMEngine:
         return int(self._engine.output_processor.get_num_unfinished_requests())
 
     def kv_cache_usage(self) -> float | None:
+        """vLLM's own figure: its Prometheus logger keeps ``vllm:kv_cache_usage_perc`` (0-1) in
+        the process-wide registry; read it rather than reach into the scheduler."""
+        from prometheus_client import REGISTRY
+
+        for metric in REGISTRY.collect():
+            if metric.name == "vllm:kv_cache_usage_perc":
+                for sample in metric.samples:
+                    return float(sample.value)
         return None
 
     def _render(self, prompt_token_ids: list[int]) -> Any:

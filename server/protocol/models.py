@@ -24,6 +24,8 @@ DESCRIPTION = (
     "and structured outputs while maintaining general assistant performance. It supports JSON mode, schema adherence, "
     "function calling, and tool use, and is designed for greater steerability with reduced refusal rates."
 )
+# USD per token as listed by OpenRouter for this model (the default configured prices too).
+OPENROUTER_PRICES = {"prompt": 0.00000013, "completion": 0.0000004}
 ARCHITECTURE: dict[str, Any] = {
     "modality": "text->text",
     "input_modalities": ["text"],

@@ -27,7 +27,7 @@ from server.protocol.responses import (
     reasoning_details,
     sse,
 )
-from server.routes.common import check_model, engine_of, parse_body, response_base, settings_of, sse_response
+from server.routes.common import check_model, engine_of, gateway_context, parse_body, response_base, settings_of, sse_response
 
 router = APIRouter()
 log = logging.getLogger("hermes.chat")
@@ -102,6 +102,7 @@ async def chat_completions(request: Request) -> Any:
         top_n=top_n,
         exclude_reasoning=plan.exclude,
         stats=request.app.state.stats,
+        **gateway_context(request, req.stream),
         thinking_budget=plan.budget(options.max_tokens),
         start_in_reasoning=prompt.opens_reasoning,
         reasoning=plan.enabled and whole is None,
@@ -137,6 +138,7 @@ async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dic
                 content.append(it.text)
             elif tools.parallel or not calls:
                 calls.append(it)
+                gen.tool_calls += 1
 
     try:
         async for d in gen.deltas():
@@ -235,6 +237,7 @@ async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
             elif tools.parallel or n_calls == 0:
                 out.extend(call_deltas(it, n_calls))
                 n_calls += 1
+                gen.tool_calls += 1
         return out
 
     yield KEEPALIVE

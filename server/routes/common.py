@@ -76,3 +76,20 @@ def sse_response(events: AsyncIterator[str], headers: dict[str, str]) -> Streami
     return StreamingResponse(
         events, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+
+
+def gateway_context(request: Request, streamed: bool) -> dict[str, Any]:
+    """What a Generation needs for limits, drain and its usage record."""
+    key = getattr(request.state, "api_key", None)
+    h = request.headers
+    return {
+        "gateway": request.app.state.gateway,
+        "timeout": settings_of(request).gateway.request_timeout_seconds,
+        "meta": {
+            "key_id": key.id if key is not None else None,
+            "route": request.url.path,
+            "streamed": streamed,
+            "referer": h.get("http-referer") or h.get("referer"),
+            "title": h.get("x-title") or h.get("x-openrouter-title"),
+        },
+    }

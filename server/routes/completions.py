@@ -23,7 +23,7 @@ from server.hermes.parser import ends_inside_reasoning
 from server.hermes.reasoning import plan_reasoning
 from server.protocol.requests import CompletionRequest
 from server.protocol.responses import SSE_DONE, completion_logprobs, normalise_finish, sse
-from server.routes.common import check_model, engine_of, parse_body, response_base, settings_of, sse_response
+from server.routes.common import check_model, engine_of, gateway_context, parse_body, response_base, settings_of, sse_response
 
 router = APIRouter()
 
@@ -62,6 +62,7 @@ async def completions(request: Request) -> Any:
         top_n=req.logprobs or 0,
         exclude_reasoning=plan.exclude,
         stats=request.app.state.stats,
+        **gateway_context(request, req.stream),
         thinking_budget=plan.budget(options.max_tokens),
         start_in_reasoning=inside,
     )

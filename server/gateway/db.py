@@ -1,0 +1,153 @@
+"""API keys and usage records in a real database through SQLAlchemy (SQLite file by default,
+PostgreSQL by URL). Synchronous engine: calls run in worker threads from the async server.
+
+Keys are random 256-bit tokens, so a plain SHA-256 is the right hash: slow password hashes
+(bcrypt, argon2) defend low-entropy secrets and would only add latency to every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, create_engine, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+KEY_PREFIX = "sk-hermes-"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    hint: Mapped[str] = mapped_column(String(32))  # first characters, to tell keys apart in lists
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    credit_limit: Mapped[float | None] = mapped_column(Float, nullable=True)  # USD
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
+
+
+class UsageRecord(Base):
+    __tablename__ = "generations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    native_finish_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    referer: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # One file shared by the server's worker threads and the CLI.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if url in ("sqlite://", "sqlite:///:memory:"):
+                kwargs["poolclass"] = StaticPool  # one in-memory database for every thread (tests)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as s:
+            yield s
+
+    # ---- keys --------------------------------------------------------------------------------
+    def create_key(
+        self, label: str, credit_limit: float | None = None, rpm: int | None = None, tpm: int | None = None
+    ) -> tuple[ApiKey, str]:
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            label=label, key_hash=hash_key(key), hint=key[: len(KEY_PREFIX) + 4], credit_limit=credit_limit, rpm=rpm, tpm=tpm
+        )
+        with self.session() as s:
+            s.add(row)
+        return row, key
+
+    def list_keys(self) -> list[ApiKey]:
+        with self.session() as s:
+            return list(s.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+    def revoke(self, key_id: int) -> bool:
+        with self.session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = utcnow()
+            return True
+
+    def find_key(self, key: str) -> ApiKey | None:
+        with self.session() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+            return row if row is not None and row.revoked_at is None else None
+
+    # ---- usage -------------------------------------------------------------------------------
+    def add_records(self, records: list[dict[str, Any]]) -> None:
+        with self.session() as s:
+            for r in records:
+                s.merge(UsageRecord(**r))
+
+    def record(self, gen_id: str) -> UsageRecord | None:
+        with self.session() as s:
+            return s.get(UsageRecord, gen_id)
+
+    def spend(self, key_id: int, since: dt.datetime | None = None) -> float:
+        q = select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(UsageRecord.key_id == key_id)
+        if since is not None:
+            q = q.where(UsageRecord.created_at >= since)
+        with self.session() as s:
+            return float(s.scalar(q) or 0.0)
+
+    def daily_summary(self) -> list[dict[str, Any]]:
+        day = func.date(UsageRecord.created_at)
+        q = (
+            select(
+                UsageRecord.key_id,
+                day.label("day"),
+                func.count().label("requests"),
+                func.sum(UsageRecord.prompt_tokens).label("prompt"),
+                func.sum(UsageRecord.completion_tokens).label("completion"),
+                func.sum(UsageRecord.reasoning_tokens).label("reasoning"),
+                func.sum(UsageRecord.cost).label("cost"),
+                func.sum(func.cast(UsageRecord.cancelled, Integer)).label("cancelled"),
+            )
+            .group_by(UsageRecord.key_id, day)
+            .order_by(day, UsageRecord.key_id)
+        )
+        with self.session() as s:
+            return [dict(r._mapping) for r in s.execute(q)]

@@ -1,0 +1,286 @@
+"""The operator gateway against the real server, a real SQLite file and the real engine: keys,
+limits, usage records, backpressure under load, timeouts, disconnects, restarts, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ROOT, RunningServer, start_server, stop_server
+
+MODEL = "nousresearch/hermes-4-70b"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20, "temperature": 0}
+
+
+def _env(db: Path, **extra: str) -> dict[str, str]:
+    return {"HERMES_DATABASE_URL": f"sqlite:///{db}", "HERMES_AUTH_REQUIRED": "1", **extra}
+
+
+def _key(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "server.cli", "keys", "create", *args],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Gw:
+    def __init__(self, server: RunningServer, env: dict[str, str], keys: dict[str, str], tmp: Path) -> None:
+        self.server, self.env, self.keys, self.tmp = server, env, keys, tmp
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    env = _env(
+        tmp / "hermes.db",
+        HERMES_GATEWAY__MAX_IN_FLIGHT="4",
+        HERMES_GATEWAY__MAX_QUEUE="4",
+        HERMES_GATEWAY__REQUEST_TIMEOUT_SECONDS="4",
+    )
+    keys = {
+        "plain": _key(env, "--label", "plain"),
+        "other": _key(env, "--label", "other"),
+        "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
+        "tpm": _key(env, "--label", "tpm", "--tpm", "50"),
+        "credit": _key(env, "--label", "credit", "--credit-limit", "0.000001"),
+    }
+    server = start_server(tmp, "gateway", env=env)
+    g = Gw(server, env, keys, tmp)
+    yield g
+    stop_server(g.server)
+
+
+def _chat(gw: Gw, key: str, **kw) -> httpx.Response:
+    return httpx.post(gw.server.v1 + "/chat/completions", json={**BODY, **kw}, headers=_auth(gw.keys[key]), timeout=120)
+
+
+def _record(gw: Gw, gen_id: str, key: str = "plain") -> httpx.Response:
+    return httpx.get(gw.server.api_v1 + "/generation", params={"id": gen_id}, headers=_auth(gw.keys[key]), timeout=30)
+
+
+def test_keys_required(gw: Gw) -> None:
+    url = gw.server.v1 + "/chat/completions"
+    missing = httpx.post(url, json=BODY, timeout=30)
+    assert missing.status_code == 401 and missing.json() == {"error": {"code": 401, "message": "No auth credentials found"}}
+    wrong = httpx.post(url, json=BODY, headers=_auth("sk-hermes-wrong"), timeout=30)
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == 401
+    assert httpx.get(gw.server.v1 + "/models", timeout=30).status_code == 401
+    for path in ("/health", "/ready", "/metrics"):
+        assert httpx.get(gw.server.url + path, timeout=30).status_code == 200
+    assert _chat(gw, "plain").status_code == 200
+
+
+def test_revoked_key_stops_working(gw: Gw) -> None:
+    key = _key(gw.env, "--label", "short-lived")
+    assert httpx.get(gw.server.api_v1 + "/key", headers=_auth(key), timeout=30).status_code == 200
+    listing = subprocess.run(
+        [sys.executable, "-m", "server.cli", "keys", "list"],
+        env={**os.environ, **gw.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert key not in listing.stdout and "short-lived" in listing.stdout  # only a hint is shown
+    key_id = next(line.split()[1] for line in listing.stdout.splitlines() if "short-lived" in line)
+    subprocess.run(
+        [sys.executable, "-m", "server.cli", "keys", "revoke", key_id], env={**os.environ, **gw.env}, cwd=ROOT, check=True
+    )
+    time.sleep(5.5)  # the server caches key lookups for 5 s
+    assert httpx.get(gw.server.api_v1 + "/key", headers=_auth(key), timeout=30).status_code == 401
+
+
+def test_rate_limits_and_credit(gw: Gw) -> None:
+    statuses = [_chat(gw, "rpm") for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    limited = statuses[2]
+    assert limited.json()["error"]["code"] == 429 and "2 requests per minute" in limited.json()["error"]["message"]
+    assert limited.headers["X-RateLimit-Limit"] == "2" and limited.headers["X-RateLimit-Remaining"] == "0"
+    assert 0 < int(limited.headers["Retry-After"]) <= 60 and int(limited.headers["X-RateLimit-Reset"]) > time.time() * 1000
+    assert _chat(gw, "tpm", max_tokens=60).status_code == 200  # prompt + 60 tokens > 50 per minute
+    tpm = _chat(gw, "tpm")
+    assert tpm.status_code == 429 and "tokens per minute" in tpm.json()["error"]["message"] and "Retry-After" in tpm.headers
+    assert _chat(gw, "credit").status_code == 200  # spends more than the 0.000001 USD limit
+    broke = _chat(gw, "credit")
+    assert broke.status_code == 402 and broke.json()["error"]["code"] == 402
+    info = httpx.get(gw.server.api_v1 + "/key", headers=_auth(gw.keys["credit"]), timeout=30).json()["data"]
+    assert info["label"] == "credit" and info["limit"] == 0.000001 and info["limit_remaining"] == 0.0
+    assert info["usage"] > 0 and info["usage_daily"] == info["usage"] == info["usage_monthly"]
+    assert (
+        httpx.get(gw.server.api_v1 + "/auth/key", headers=_auth(gw.keys["rpm"]), timeout=30).json()["data"]["rate_limit"][
+            "requests"
+        ]
+        == 2
+    )
+
+
+def test_generation_record_is_the_callers_own(gw: Gw) -> None:
+    r = httpx.post(
+        gw.server.api_v1 + "/chat/completions",
+        json=BODY,
+        headers={**_auth(gw.keys["plain"]), "HTTP-Referer": "https://app.example", "X-Title": "Example App"},
+        timeout=60,
+    )
+    gen_id = r.headers["X-Generation-Id"]
+    data = _record(gw, gen_id).json()["data"]
+    usage = r.json()["usage"]
+    assert (
+        data["id"] == gen_id
+        and data["tokens_prompt"] == usage["prompt_tokens"]
+        and data["tokens_completion"] == usage["completion_tokens"]
+    )
+    assert (
+        data["total_cost"] == pytest.approx(usage["cost"])
+        and data["finish_reason"] == "length"
+        and data["native_finish_reason"] == "length"
+    )
+    assert data["origin"] == "https://app.example" and data["app_name"] == "Example App" and data["streamed"] is False
+    assert data["latency"] is not None and data["generation_time"] is not None
+    other = _record(gw, gen_id, key="other")
+    assert other.status_code == 404 and other.json()["error"]["code"] == 404
+
+
+def test_timeout_is_408(gw: Gw) -> None:
+    r = _chat(gw, "plain", max_tokens=5000)  # ~20 s on this engine, the limit is 4 s
+    assert r.status_code == 408 and "timed out" in r.json()["error"]["message"]
+    text = httpx.post(
+        gw.server.v1 + "/chat/completions",
+        json={**BODY, "max_tokens": 5000, "stream": True},
+        headers=_auth(gw.keys["plain"]),
+        timeout=60,
+    ).text
+    chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert chunks[-1]["error"]["code"] == 408 and chunks[-1]["choices"][0]["finish_reason"] == "error"
+    assert text.rstrip().endswith("data: [DONE]")
+
+
+def test_disconnect_is_recorded_as_cancelled(gw: Gw) -> None:
+    with httpx.stream(
+        "POST",
+        gw.server.v1 + "/chat/completions",
+        json={**BODY, "max_tokens": 400, "stream": True},
+        headers=_auth(gw.keys["plain"]),
+        timeout=60,
+    ) as r:
+        gen_id = r.headers["X-Generation-Id"]
+        seen = 0
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                seen += 1
+            if seen >= 5:
+                break
+    deadline = time.monotonic() + 15
+    while True:
+        data = _record(gw, gen_id).json().get("data")
+        if (data and data["cancelled"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert data["cancelled"] is True and data["streamed"] is True and data["finish_reason"] == "cancelled"
+    assert 3 <= data["tokens_completion"] < 400
+
+
+def test_overload_gives_only_200_and_429(gw: Gw) -> None:
+    """40 concurrent requests at a server taking 4 in flight + 4 queued."""
+
+    def one(_: int) -> tuple[int, float]:
+        t = time.monotonic()
+        r = _chat(gw, "plain", max_tokens=30)
+        if r.status_code == 429:
+            assert r.headers["Retry-After"] == "1" and "capacity" in r.json()["error"]["message"]
+        return r.status_code, time.monotonic() - t
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(one, range(40)))
+    wall = time.monotonic() - start
+    counts = Counter(code for code, _ in results)
+    slowest = max(t for _, t in results)
+    print(f"\noverload: 40 concurrent, capacity 4+4 -> {dict(counts)} in {wall:.1f} s, slowest {slowest:.1f} s")
+    assert set(counts) <= {200, 429} and counts[200] >= 8 and counts[429] >= 1
+    metrics = httpx.get(gw.server.url + "/metrics", timeout=30).text
+    assert 'hermes_rejected_requests_total{reason="capacity"}' in metrics
+    assert "hermes_time_to_first_token_seconds_bucket" in metrics and "hermes_requests_in_flight" in metrics
+
+
+def test_usage_survives_restart_and_cli_reports_it(gw: Gw) -> None:
+    gen_id = _chat(gw, "plain").headers["X-Generation-Id"]
+    stop_server(gw.server)
+    gw.server = start_server(gw.tmp, "gateway-again", env=gw.env)
+    data = _record(gw, gen_id).json()["data"]
+    assert data["id"] == gen_id and data["tokens_completion"] == 20
+    out = subprocess.run(
+        [sys.executable, "-m", "server.cli", "usage"],
+        env={**os.environ, **gw.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "plain" in out and "at OpenRouter" in out
+
+
+def test_sigterm_drains_twenty_streams(tmp_path: Path) -> None:
+    env = _env(tmp_path / "drain.db", HERMES_GATEWAY__DRAIN_TIMEOUT_SECONDS="3")
+    key = _key(env, "--label", "drain")
+    server = start_server(tmp_path, "drain", env=env)
+    results: dict[int, tuple[str, str]] = {}
+    started = threading.Barrier(21)
+
+    def stream(i: int) -> None:
+        body = {**BODY, "max_tokens": 3000 if i % 2 else 60, "stream": True}
+        with httpx.stream("POST", server.v1 + "/chat/completions", json=body, headers=_auth(key), timeout=120) as r:
+            gen_id = r.headers["X-Generation-Id"]
+            started.wait()
+            results[i] = (gen_id, "".join(r.iter_text()))
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    started.wait(timeout=120)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+    assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503
+    for t in threads:
+        t.join(timeout=120)
+    assert server.process.wait(timeout=120) == 0
+    assert len(results) == 20
+    finished = ended = 0
+    for _, text in results.values():
+        assert text.rstrip().endswith("data: [DONE]")
+        chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+        if "error" in chunks[-1]:
+            assert chunks[-1]["error"]["code"] == 503 and chunks[-1]["choices"][0]["finish_reason"] == "error"
+            ended += 1
+        else:
+            assert chunks[-1]["usage"]["completion_tokens"] > 0
+            finished += 1
+    print(f"\ndrain: {finished} streams finished, {ended} ended with the error chunk after the 3 s drain timeout")
+    assert finished >= 10 and ended >= 1  # the short ones finish, the long ones are cut
+
+    from server.gateway.db import Database
+
+    db = Database(env["HERMES_DATABASE_URL"])
+    records = [db.record(gen_id) for gen_id, _ in results.values()]
+    assert all(r is not None for r in records)
+    assert sum(1 for r in records if r is not None and r.error) == ended
