@@ -29,7 +29,7 @@ class Piece:
     text: str
 
 
-def _partial_suffix(text: str, tag: str) -> int:
+def partial_suffix(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
@@ -37,12 +37,46 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
+class TagSpacing:
+    """Text between tags with the whitespace next to a tag dropped, whatever the chunking:
+    trailing whitespace is held until it is known whether a tag follows."""
+
+    def __init__(self, after_tag: bool = False) -> None:
+        self.ws = ""
+        self.after_tag = after_tag
+
+    def tag(self) -> None:
+        """A tag was seen: drop whitespace before it, and after it."""
+        self.ws = ""
+        self.after_tag = True
+
+    def text(self, text: str) -> str | None:
+        """What of ``text`` can be emitted now (None: nothing yet)."""
+        if not text:
+            return None
+        if self.after_tag:
+            text = text.lstrip()
+            if not text:
+                return None
+            self.after_tag = False
+        body = text.rstrip()
+        if not body:
+            self.ws += text
+            return None
+        out = self.ws + body
+        self.ws = text[len(body) :]
+        return out
+
+    def flush(self) -> str:
+        ws, self.ws = self.ws, ""
+        return ws
+
+
 class ReasoningParser:
     def __init__(self, start_in_reasoning: bool = False) -> None:
         self.in_reasoning = start_in_reasoning
         self._buf = ""  # text not yet classified (a possible partial tag at its end)
-        self._ws = ""  # trailing whitespace held back: dropped if a tag follows
-        self._after_tag = start_in_reasoning  # drop whitespace right after a tag
+        self._spacing = TagSpacing(after_tag=start_in_reasoning)
 
     @property
     def kind(self) -> Kind:
@@ -55,39 +89,28 @@ class ReasoningParser:
             tag = CLOSE if self.in_reasoning else OPEN
             idx = self._buf.find(tag)
             if idx < 0:
-                keep = _partial_suffix(self._buf, tag)
+                keep = partial_suffix(self._buf, tag)
                 ready, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
                 self._emit(ready, out)
                 return out
             self._emit(self._buf[:idx], out)
             self._buf = self._buf[idx + len(tag) :]
-            self._ws = ""  # whitespace before a tag belongs to neither side
+            self._spacing.tag()  # whitespace around a tag belongs to neither side
             self.in_reasoning = not self.in_reasoning
-            self._after_tag = True
 
     def finish(self) -> list[Piece]:
         out: list[Piece] = []
         self._emit(self._buf, out)
         self._buf = ""
-        if self._ws and not self.in_reasoning:
-            out.append(Piece("content", self._ws))
-        self._ws = ""
+        ws = self._spacing.flush()
+        if ws and not self.in_reasoning:
+            out.append(Piece("content", ws))
         return out
 
     def _emit(self, text: str, out: list[Piece]) -> None:
-        if not text:
-            return
-        if self._after_tag:
-            text = text.lstrip()
-            if not text:
-                return
-            self._after_tag = False
-        body = text.rstrip()
-        if not body:
-            self._ws += text
-            return
-        out.append(Piece(self.kind, self._ws + body))
-        self._ws = text[len(body) :]
+        ready = self._spacing.text(text)
+        if ready:
+            out.append(Piece(self.kind, ready))
 
 
 def ends_inside_reasoning(prompt: str) -> bool:

@@ -17,6 +17,8 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from server.hermes.parser import TagSpacing, partial_suffix
+
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
 _ALNUM = string.ascii_letters + string.digits
@@ -41,13 +43,6 @@ class Text:
     text: str
 
 
-def _partial_suffix(text: str, tag: str) -> int:
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
-
-
 def parse_call(body: str) -> ParsedCall | None:
     """One call's JSON, either key order; ``None`` when it is not a well-formed call."""
     try:
@@ -70,12 +65,11 @@ def parse_call(body: str) -> ParsedCall | None:
 class ToolCallParser:
     def __init__(self) -> None:
         self._buf = ""  # outside a call: text that may be the start of <tool_call>
-        self._ws = ""  # whitespace held until we know whether a tag follows
+        self._spacing = TagSpacing()
         self._call: str | None = None  # inside a call: its text so far
         self._scan = 0  # how far the call's text has been scanned for strings/close tag
         self._in_str = False
         self._esc = False
-        self._after_tag = False
         self.calls = 0
 
     def feed(self, text: str) -> list[Text | ParsedCall]:
@@ -85,12 +79,12 @@ class ToolCallParser:
             if self._call is None:
                 idx = self._buf.find(OPEN)
                 if idx < 0:
-                    keep = _partial_suffix(self._buf, OPEN)
+                    keep = partial_suffix(self._buf, OPEN)
                     ready, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
                     self._text(ready, out)
                     return out
                 self._text(self._buf[:idx], out)
-                self._ws = ""  # whitespace before a tag belongs to neither side
+                self._spacing.ws = ""  # whitespace before a tag belongs to neither side
                 self._buf = self._buf[idx + len(OPEN) :]
                 self._call, self._scan, self._in_str, self._esc = "", 0, False, False
             else:
@@ -107,7 +101,7 @@ class ToolCallParser:
                 else:
                     self.calls += 1
                     out.append(parsed)
-                    self._after_tag = True
+                    self._spacing.tag()
                 self._buf = rest
         return out
 
@@ -144,25 +138,15 @@ class ToolCallParser:
             self._call = None
         self._text(self._buf, out)
         self._buf = ""
-        if self._ws:
-            out.append(Text(self._ws))
-            self._ws = ""
+        ws = self._spacing.flush()
+        if ws:
+            out.append(Text(ws))
         return out
 
     def _text(self, text: str, out: list[Text | ParsedCall]) -> None:
-        if not text:
-            return
-        if self._after_tag:
-            text = text.lstrip()
-            if not text:
-                return
-            self._after_tag = False
-        body = text.rstrip()
-        if not body:
-            self._ws += text
-            return
-        out.append(Text(self._ws + body))
-        self._ws = text[len(body) :]
+        ready = self._spacing.text(text)
+        if ready:
+            out.append(Text(ready))
 
 
 # ---- forcing calls through the engine's grammar (xgrammar structural tags) --------------------
