@@ -39,6 +39,12 @@ def serve(
         typer.echo(f"hermes-server: {exc}", err=True)
         raise typer.Exit(2) from exc
     from server.logs import setup_logging
+    from server.planner import check_before_serve
+
+    problem = check_before_serve(settings)
+    if problem is not None:
+        typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
+        raise typer.Exit(2)
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)
@@ -66,6 +72,33 @@ def serve(
     if failed:
         typer.echo(f"hermes-server: {api.state.engine_error}", err=True)
         sys.exit(1)
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    gpus: Annotated[int | None, typer.Option(help="what if: this many GPUs")] = None,
+    gpu_mem_gib: Annotated[float | None, typer.Option(help="what if: GiB per GPU (default: nvidia-smi)")] = None,
+) -> None:
+    """What the profile's hardware carries: weights and KV cache per GPU, capacity, verdict."""
+    from server import planner
+
+    try:
+        settings = load_settings(config)
+    except Exception as exc:
+        typer.echo(f"hermes-server: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if gpu_mem_gib is None or gpus is None:
+        found = planner.detect_gpus()
+        if found is not None:
+            gpus = gpus if gpus is not None else found[0]
+            gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
+    cfg, source = planner.model_config(settings)
+    result = planner.plan(settings, gpus=gpus, gpu_mem_gib=gpu_mem_gib, config=cfg)
+    for line in planner.report(result, source):
+        typer.echo(line)
+    if not result.fits:
+        raise typer.Exit(1)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")

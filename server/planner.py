@@ -1,0 +1,194 @@
+"""Capacity planner: what a profile's hardware carries, from the model's config.json and the
+profile, before any engine starts. Pure arithmetic (the figures are computed, not measured):
+
+- weights per GPU = parameters x bytes per parameter / (TP x PP); an FP8 checkpoint keeps
+  embeddings and the LM head in BF16;
+- KV cache per token = 2 (K, V) x layers x KV heads x head_dim x KV bytes, split across the
+  ranks (KV heads by TP, layers by PP; a KV head is replicated when TP exceeds their number);
+- KV capacity = (GPU memory x gpu_memory_utilization - weights - overhead) / KV per token per GPU,
+  or ``engine.kv_cache_memory_bytes`` when the profile fixes it (the CPU build).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.settings import Settings
+
+GIB = 1024**3
+# Activations, CUDA graphs and the sampler's buffers per GPU, beyond weights and KV cache
+# (an assumption, stated in the output; vLLM measures the real figure at start-up).
+OVERHEAD_GIB = 2.0
+
+# Hermes-4-70B = Llama-3.1-70B architecture (../shared/reference/hermes4.md), used when the
+# checkpoint is not on disk yet.
+HERMES_70B: dict[str, Any] = {
+    "hidden_size": 8192,
+    "intermediate_size": 28672,
+    "num_hidden_layers": 80,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+}
+
+_BYTES = {"bf16": 2, "bfloat16": 2, "float16": 2, "half": 2, "fp16": 2, "auto": 2, "float32": 4, "float": 4, "fp32": 4, "fp8": 1}
+
+
+@dataclass
+class Plan:
+    params: int
+    weight_bytes_per_gpu: float
+    kv_bytes_per_token: int  # whole model, all ranks
+    kv_bytes_per_token_per_gpu: float
+    kv_budget_bytes_per_gpu: float
+    kv_capacity_tokens: int
+    max_model_len: int
+    full_sequences: int
+    largest_max_model_len: int
+    gpus: int
+    gpu_mem_gib: float | None
+    fits: bool
+    verdict: str
+
+
+def model_config(settings: Settings) -> tuple[dict[str, Any], str]:
+    path = Path(settings.model.resolved_path()) / "config.json"
+    if path.exists():
+        return json.loads(path.read_text()), str(path)
+    return dict(HERMES_70B), "built-in Hermes-4-70B architecture (checkpoint not downloaded)"
+
+
+def count_params(c: dict[str, Any]) -> tuple[int, int]:
+    """(parameters in the transformer layers, parameters in embeddings + LM head)."""
+    h, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    heads, kv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
+    hd = c.get("head_dim") or h // heads
+    per_layer = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 3 * h * inter + 2 * h
+    embed = c["vocab_size"] * h * (1 if c.get("tie_word_embeddings") else 2) + h
+    return per_layer * layers, embed
+
+
+def plan(
+    settings: Settings, gpus: int | None = None, gpu_mem_gib: float | None = None, config: dict[str, Any] | None = None
+) -> Plan:
+    c = config if config is not None else model_config(settings)[0]
+    e = settings.engine
+    ranks = e.tensor_parallel_size * e.pipeline_parallel_size
+    n_gpus = gpus if gpus is not None else ranks
+    layer_params, embed_params = count_params(c)
+    quant = (e.quantization or "").lower()
+    weight_dtype = "fp8" if "fp8" in quant or "fp8" in settings.model.path.lower() else e.dtype
+    wbytes = _BYTES.get(weight_dtype, 2)
+    weights = layer_params * wbytes + embed_params * max(wbytes, 2)
+    weight_per_gpu = weights / ranks
+    kv_dtype = e.kv_cache_dtype if e.kv_cache_dtype != "auto" else e.dtype
+    kv_b = _BYTES.get("fp8" if kv_dtype.startswith("fp8") else kv_dtype, 2)
+    heads = c["num_attention_heads"]
+    kv_heads = c.get("num_key_value_heads", heads)
+    hd = c.get("head_dim") or c["hidden_size"] // heads
+    layers = c["num_hidden_layers"]
+    kv_per_token = 2 * layers * kv_heads * hd * kv_b
+    kv_per_token_gpu = 2 * math.ceil(layers / e.pipeline_parallel_size) * max(1, kv_heads // e.tensor_parallel_size) * hd * kv_b
+    if e.kv_cache_memory_bytes is not None:
+        budget = float(e.kv_cache_memory_bytes)
+    elif gpu_mem_gib is not None:
+        budget = gpu_mem_gib * GIB * e.gpu_memory_utilization - weight_per_gpu - OVERHEAD_GIB * GIB
+    else:
+        budget = float("nan")
+    capacity = int(budget // kv_per_token_gpu) if budget == budget and budget > 0 else 0
+    limit = min(c.get("max_position_embeddings", e.max_model_len), capacity)
+    full = capacity // e.max_model_len
+    if gpus is not None and gpus < ranks:
+        fits, verdict = (
+            False,
+            f"needs {ranks} GPUs (TP {e.tensor_parallel_size} x PP {e.pipeline_parallel_size}), only {gpus} given",
+        )
+    elif budget != budget:
+        fits, verdict = False, "GPU memory unknown: pass --gpu-mem-gib (or run where nvidia-smi sees the GPUs)"
+    elif budget <= 0:
+        fits, verdict = (
+            False,
+            (
+                f"weights alone ({weight_per_gpu / GIB:.1f} GiB per GPU) leave no room for the KV cache: "
+                "use more GPUs (higher TP), FP8 weights, or GPUs with more memory"
+            ),
+        )
+    elif capacity < e.max_model_len:
+        fits, verdict = (
+            False,
+            (
+                f"max_model_len {e.max_model_len} does not fit: the KV cache holds {capacity} tokens; "
+                f"set engine.max_model_len <= {limit}" + ("" if kv_b == 1 else ", use an FP8 KV cache") + ", or use more GPUs"
+            ),
+        )
+    else:
+        fits, verdict = True, f"fits: {full} full-length ({e.max_model_len}-token) sequences at once"
+    return Plan(
+        params=layer_params + embed_params,
+        weight_bytes_per_gpu=weight_per_gpu,
+        kv_bytes_per_token=kv_per_token,
+        kv_bytes_per_token_per_gpu=kv_per_token_gpu,
+        kv_budget_bytes_per_gpu=budget,
+        kv_capacity_tokens=capacity,
+        max_model_len=e.max_model_len,
+        full_sequences=full,
+        largest_max_model_len=limit,
+        gpus=n_gpus,
+        gpu_mem_gib=gpu_mem_gib,
+        fits=fits,
+        verdict=verdict,
+    )
+
+
+def report(p: Plan, source: str) -> list[str]:
+    return [
+        f"model config:            {source}",
+        f"parameters:              {p.params / 1e9:.2f} B",
+        f"GPUs:                    {p.gpus}" + (f" x {p.gpu_mem_gib:g} GiB" if p.gpu_mem_gib else ""),
+        f"weights per GPU:         {p.weight_bytes_per_gpu / GIB:.2f} GiB",
+        f"KV cache per token:      {p.kv_bytes_per_token:,} B ({p.kv_bytes_per_token_per_gpu:,.0f} B per GPU)",
+        f"KV budget per GPU:       {p.kv_budget_bytes_per_gpu / GIB:.2f} GiB (after {OVERHEAD_GIB:g} GiB assumed overhead on GPUs)",
+        f"KV capacity:             {p.kv_capacity_tokens:,} tokens",
+        f"full-context sequences:  {p.full_sequences} of {p.max_model_len:,} tokens",
+        f"largest max_model_len:   {p.largest_max_model_len:,}",
+        f"verdict:                 {p.verdict}",
+        "(computed from the model's shape and the profile, not measured)",
+    ]
+
+
+def detect_gpus() -> tuple[int, float] | None:
+    """(count, GiB of the smallest) from nvidia-smi, or None without NVIDIA GPUs."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    mib = [float(x) for x in out.split() if x.strip()]
+    return (len(mib), min(mib) / 1024) if mib else None
+
+
+def check_before_serve(settings: Settings) -> str | None:
+    """The planner's verdict when the profile cannot work on this machine, else None. Only when
+    the memory is known (GPUs found, or a fixed KV-cache size): nothing is guessed."""
+    found = detect_gpus()
+    if found is None and settings.engine.kv_cache_memory_bytes is None:
+        return None
+    p = plan(settings, gpus=found[0] if found else None, gpu_mem_gib=found[1] if found else None)
+    return None if p.fits else p.verdict

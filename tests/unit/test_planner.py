@@ -1,0 +1,86 @@
+"""The capacity planner against the memory arithmetic of ../shared/reference/hermes4.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from server.planner import GIB, HERMES_70B, count_params, plan
+from server.settings import load_settings
+from tests.conftest import ROOT
+
+
+def _plan(gpus: int | None = None, mem: float | None = 80, **engine):
+    return plan(load_settings(None, engine=engine), gpus=gpus, gpu_mem_gib=mem, config=HERMES_70B)
+
+
+def test_hermes_arithmetic() -> None:
+    layers, embed = count_params(HERMES_70B)
+    assert (layers + embed) / 1e9 == pytest.approx(70.55, abs=0.01)  # "~70.6e9 params"
+    bf16 = _plan(tensor_parallel_size=8)
+    assert bf16.kv_bytes_per_token == 327_680 and bf16.kv_bytes_per_token * 131_072 == 40 * GIB  # 40 GiB per sequence
+    assert bf16.weight_bytes_per_gpu * 8 / 1e9 == pytest.approx(141.1, abs=0.2)  # "~141 GB in BF16"
+    fp8 = _plan(quantization="fp8", kv_cache_dtype="fp8")
+    assert fp8.kv_bytes_per_token == 163_840 and fp8.kv_bytes_per_token * 131_072 == 20 * GIB
+
+
+@pytest.mark.parametrize(
+    ("kw", "fits", "check"),
+    [
+        ({"tensor_parallel_size": 8}, True, lambda p: p.full_sequences >= 8),  # high concurrency
+        ({"tensor_parallel_size": 4}, True, lambda p: p.full_sequences >= 1),  # full context
+        ({"tensor_parallel_size": 2, "quantization": "fp8", "kv_cache_dtype": "fp8"}, True, lambda p: p.full_sequences >= 1),
+        ({"quantization": "fp8", "kv_cache_dtype": "fp8"}, False, lambda p: 10_000 <= p.kv_capacity_tokens <= 30_000),  # 1xH100
+        ({"tensor_parallel_size": 1}, False, lambda p: p.kv_capacity_tokens == 0 and "weights alone" in p.verdict),
+    ],
+)
+def test_h100_verdicts(kw, fits: bool, check) -> None:
+    p = _plan(**kw)
+    assert p.fits is fits and check(p), p.verdict
+
+
+def test_h200_fp8_holds_two_or_three_full_sequences() -> None:
+    p = _plan(mem=141, quantization="fp8", kv_cache_dtype="fp8")
+    assert p.fits and 2 <= p.full_sequences <= 3
+
+
+def test_too_few_gpus_and_unknown_memory() -> None:
+    assert "needs 8 GPUs" in _plan(gpus=4, tensor_parallel_size=8).verdict
+    assert not _plan(mem=None).fits
+
+
+def test_plan_cli_on_the_tiny_profile() -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "server.cli", "plan", "--config", "configs/tiny-cpu.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        ok.returncode == 0
+        and "verdict:                 fits" in ok.stdout
+        and "KV capacity:             524,288 tokens" in ok.stdout
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "server.cli", "plan", "--config", "configs/tiny-cpu.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HERMES_ENGINE__KV_CACHE_MEMORY_BYTES": "1048576"},
+    )
+    assert bad.returncode == 1 and "does not fit" in bad.stdout
+
+
+def test_serve_refuses_a_profile_that_cannot_fit() -> None:
+    """Before any engine starts: exit 2 with the planner's verdict."""
+    r = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "HERMES_ENGINE__KV_CACHE_MEMORY_BYTES": "1048576"},
+    )
+    assert r.returncode == 2 and "does not fit" in r.stderr and "max_model_len <= 1024" in r.stderr
