@@ -90,9 +90,11 @@ def plan(
         raise typer.Exit(2) from exc
     if gpu_mem_gib is None or gpus is None:
         found = planner.detect_gpus()
+        if found is None and settings.hardware.gpus is not None:
+            found = (settings.hardware.gpus, settings.hardware.gpu_mem_gib or 0.0)  # the profile's target machine
         if found is not None:
             gpus = gpus if gpus is not None else found[0]
-            gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
+            gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else (found[1] or None)
     cfg, source = planner.model_config(settings)
     result = planner.plan(settings, gpus=gpus, gpu_mem_gib=gpu_mem_gib, config=cfg)
     for line in planner.report(result, source):

@@ -109,6 +109,13 @@ class GatewaySettings(_Section):
     metrics_require_auth: bool = False
 
 
+class HardwareSettings(_Section):
+    """The machine a profile is written for; `plan` uses it when nvidia-smi is not there."""
+
+    gpus: int | None = Field(None, ge=1)
+    gpu_mem_gib: float | None = Field(None, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HERMES_",
@@ -136,6 +143,7 @@ class Settings(BaseSettings):
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings)
     pricing: Pricing = Field(default_factory=Pricing)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    hardware: HardwareSettings = Field(default_factory=HardwareSettings)
     # SQLAlchemy URL for keys and usage records (PostgreSQL: postgresql+psycopg://user:pw@host/db).
     database_url: str = "sqlite:///hermes-server.db"
 

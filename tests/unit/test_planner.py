@@ -84,3 +84,18 @@ def test_serve_refuses_a_profile_that_cannot_fit() -> None:
         env={**__import__("os").environ, "HERMES_ENGINE__KV_CACHE_MEMORY_BYTES": "1048576"},
     )
     assert r.returncode == 2 and "does not fit" in r.stderr and "max_model_len <= 1024" in r.stderr
+
+
+GPU_PROFILES = ["h100x8-bf16", "h100x4-bf16", "h100x2-fp8", "h200x1-fp8", "h100x1-fp8", "multinode-2x8-bf16"]
+
+
+@pytest.mark.parametrize("name", GPU_PROFILES)
+def test_every_profile_passes_the_planner_on_its_hardware(name: str) -> None:
+    s = load_settings(ROOT / "configs" / f"{name}.yaml")
+    assert s.auth_required and s.hardware.gpus == s.engine.tensor_parallel_size * s.engine.pipeline_parallel_size
+    p = plan(s, gpus=s.hardware.gpus, gpu_mem_gib=s.hardware.gpu_mem_gib, config=HERMES_70B)
+    assert p.fits, p.verdict
+    # the comment's arithmetic is the planner's
+    text = (ROOT / "configs" / f"{name}.yaml").read_text()
+    assert f"{p.weight_bytes_per_gpu / GIB:.1f} GiB" in text and f"{p.kv_budget_bytes_per_gpu / GIB:.1f} GiB" in text
+    assert f"{p.full_sequences} full sequence" in text or name == "h100x1-fp8"
