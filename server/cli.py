@@ -32,15 +32,10 @@ def serve(
     import uvicorn
 
     from server.app import create_app
-
-    try:
-        settings = load_settings(config, host=host, port=port)
-    except Exception as exc:  # a bad profile is reported in one line, not a traceback
-        typer.echo(f"hermes-server: {exc}", err=True)
-        raise typer.Exit(2) from exc
     from server.logs import setup_logging
     from server.planner import check_before_serve
 
+    settings = _settings(config, host=host, port=port)
     problem = check_before_serve(settings)
     if problem is not None:
         typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
@@ -48,7 +43,7 @@ def serve(
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)
-    server = _DrainingServer(
+    server = _draining_server_class()(
         uvicorn.Config(
             api,
             host=settings.host,
@@ -83,11 +78,7 @@ def plan(
     """What the profile's hardware carries: weights and KV cache per GPU, capacity, verdict."""
     from server import planner
 
-    try:
-        settings = load_settings(config)
-    except Exception as exc:
-        typer.echo(f"hermes-server: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = _settings(config)
     if gpu_mem_gib is None or gpus is None:
         found = planner.detect_gpus()
         if found is None and settings.hardware.gpus is not None:
@@ -145,19 +136,18 @@ def _draining_server_class() -> Any:
     return DrainingServer
 
 
-def _DrainingServer(config: Any, api: Any, drain_timeout: float) -> Any:
-    return _draining_server_class()(config, api, drain_timeout)
+def _settings(config: Path | None, **overrides: Any) -> Any:
+    try:
+        return load_settings(config, **overrides)
+    except Exception as exc:  # a bad profile is reported in one line, not a traceback
+        typer.echo(f"hermes-server: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _database(config: Path | None) -> Any:
     from server.gateway.db import Database
 
-    try:
-        settings = load_settings(config)
-    except Exception as exc:
-        typer.echo(f"hermes-server: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    return Database(settings.database_url)
+    return Database(_settings(config).database_url)
 
 
 @keys_app.command("create")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from server.gateway.gateway import Gateway
 from server.hermes.parser import Piece, ReasoningParser, ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
-from server.protocol.responses import normalise_finish, sse, usage_block
+from server.protocol.responses import finish_reason, sse, usage_block
 from server.settings import Pricing, Settings
 
 
@@ -203,9 +203,7 @@ class Generation:
     def _record(self, created: Any, ttft: float | None, latency: float, error: str | None, cancelled: bool) -> dict[str, Any]:
         u = self.tally.usage()
         native = self.tally.native_finish
-        finish = "error" if error else ("cancelled" if cancelled else normalise_finish(native))
-        if finish == "stop" and self.tool_calls:
-            finish = "tool_calls"
+        finish = "error" if error else ("cancelled" if cancelled else finish_reason(native, self.tool_calls))
         return {
             "id": self.gen_id,
             "created_at": created,

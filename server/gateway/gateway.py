@@ -23,7 +23,20 @@ from server.settings import Settings
 log = logging.getLogger("hermes.gateway")
 
 GENERATION_PATHS = {"/v1/chat/completions", "/api/v1/chat/completions", "/v1/completions", "/api/v1/completions"}
-_KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
+_KEY_TTL_S = 5.0
+# Usage-record fields on each generation's log line (never keys or text).
+_LOGGED = (
+    "id",
+    "key_id",
+    "route",
+    "streamed",
+    "cancelled",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "latency_ms",
+)  # a revoked key stops working within this many seconds
 
 
 @dataclass
@@ -326,16 +339,17 @@ class GatewayMiddleware:
             await _reject(send, r)
             status_box[0] = r.status
         finally:
-            route = path if path in GENERATION_PATHS or path.startswith("/api/v1/") or path.startswith("/v1/") else "other"
             if status_box[0]:
-                metrics.requests.labels(route=_route_label(route), status=str(status_box[0])).inc()
+                metrics.requests.labels(route=_route_label(path), status=str(status_box[0])).inc()
 
 
 def _route_label(path: str) -> str:
     # Bounded label values: model ids and generation ids must not become label values.
-    for known in ("/chat/completions", "/completions", "/models", "/generation", "/key"):
-        if path.endswith(known) or (known == "/models" and "/models" in path):
-            return known.lstrip("/")
+    if "/models" in path:
+        return "models"
+    for known in ("chat/completions", "completions", "generation", "key"):
+        if path.endswith("/" + known):
+            return known
     return "other"
 
 

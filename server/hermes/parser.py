@@ -37,6 +37,16 @@ def partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
+def split_at_tag(buf: str, tag: str) -> tuple[str, str, bool]:
+    """(text before ``tag``, what follows it, True) when ``buf`` holds the tag; else (text that can
+    go out now, a possible partial tag held back, False)."""
+    idx = buf.find(tag)
+    if idx >= 0:
+        return buf[:idx], buf[idx + len(tag) :], True
+    keep = partial_suffix(buf, tag)
+    return buf[: len(buf) - keep], buf[len(buf) - keep :], False
+
+
 class TagSpacing:
     """Text between tags with the whitespace next to a tag dropped, whatever the chunking:
     trailing whitespace is held until it is known whether a tag follows."""
@@ -86,15 +96,10 @@ class ReasoningParser:
         out: list[Piece] = []
         self._buf += text
         while True:
-            tag = CLOSE if self.in_reasoning else OPEN
-            idx = self._buf.find(tag)
-            if idx < 0:
-                keep = partial_suffix(self._buf, tag)
-                ready, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
-                self._emit(ready, out)
+            before, self._buf, found = split_at_tag(self._buf, CLOSE if self.in_reasoning else OPEN)
+            self._emit(before, out)
+            if not found:
                 return out
-            self._emit(self._buf[:idx], out)
-            self._buf = self._buf[idx + len(tag) :]
             self._spacing.tag()  # whitespace around a tag belongs to neither side
             self.in_reasoning = not self.in_reasoning
 

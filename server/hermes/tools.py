@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from server.hermes.parser import TagSpacing, partial_suffix
+from server.hermes.parser import TagSpacing, split_at_tag
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
@@ -33,6 +33,7 @@ class ParsedCall:
     name: str
     arguments: str  # a JSON text, exactly what streaming concatenates to
     id: str = ""
+    index: int = 0  # position among the calls returned to the client
 
     def openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
@@ -70,22 +71,17 @@ class ToolCallParser:
         self._scan = 0  # how far the call's text has been scanned for strings/close tag
         self._in_str = False
         self._esc = False
-        self.calls = 0
 
     def feed(self, text: str) -> list[Text | ParsedCall]:
         out: list[Text | ParsedCall] = []
         self._buf += text
         while self._buf:
             if self._call is None:
-                idx = self._buf.find(OPEN)
-                if idx < 0:
-                    keep = partial_suffix(self._buf, OPEN)
-                    ready, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
-                    self._text(ready, out)
+                before, self._buf, found = split_at_tag(self._buf, OPEN)
+                self._text(before, out)
+                if not found:
                     return out
-                self._text(self._buf[:idx], out)
                 self._spacing.ws = ""  # whitespace before a tag belongs to neither side
-                self._buf = self._buf[idx + len(OPEN) :]
                 self._call, self._scan, self._in_str, self._esc = "", 0, False, False
             else:
                 self._call += self._buf
@@ -99,7 +95,6 @@ class ToolCallParser:
                 if parsed is None:
                     self._text(OPEN + body + CLOSE, out)
                 else:
-                    self.calls += 1
                     out.append(parsed)
                     self._spacing.tag()
                 self._buf = rest

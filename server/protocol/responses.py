@@ -29,6 +29,11 @@ def normalise_finish(native: str | None) -> str | None:
     return _FINISH.get(native, native)
 
 
+def finish_reason(native: str | None, tool_calls: int = 0) -> str | None:
+    """OpenRouter's finish reason: ``tool_calls`` when a turn that stopped made calls."""
+    return "tool_calls" if tool_calls and native == "stop" else normalise_finish(native)
+
+
 def sse(payload: dict[str, Any]) -> str:
     return "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -45,8 +46,6 @@ async def generation(request: Request, id: str | None = None) -> dict[str, Any]:
     gateway = request.app.state.gateway
     rec: dict[str, Any] | None = gateway.pending(id)
     if rec is None:
-        import asyncio
-
         row = await asyncio.to_thread(request.app.state.db.record, id)
         rec = {c: getattr(row, c) for c in row.__table__.columns.keys()} if row is not None else None  # noqa: SIM118
     owner = key.id if key is not None else None

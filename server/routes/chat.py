@@ -23,7 +23,7 @@ from server.protocol.responses import (
     KEEPALIVE,
     SSE_DONE,
     chat_logprobs,
-    normalise_finish,
+    finish_reason,
     reasoning_details,
     sse,
 )
@@ -101,7 +101,6 @@ async def chat_completions(request: Request) -> Any:
         settings,
         top_n=top_n,
         exclude_reasoning=plan.exclude,
-        stats=request.app.state.stats,
         **gateway_context(request, req.stream),
         thinking_budget=plan.budget(options.max_tokens),
         start_in_reasoning=prompt.opens_reasoning,
@@ -112,8 +111,43 @@ async def chat_completions(request: Request) -> Any:
     return JSONResponse(await _collect(gen, tools, bool(req.logprobs)), headers=headers)
 
 
-def _finish(native: str | None, calls: int) -> str | None:
-    return "tool_calls" if calls and native == "stop" else normalise_finish(native)
+class _Answer:
+    """Engine text → reasoning pieces, content pieces and tool calls, one path for collected and
+    streamed output: the reasoning split, then the tool-call parser on the content, then the
+    ``parallel_tool_calls`` rule. Kept calls are counted on the Generation (usage record)."""
+
+    def __init__(self, gen: Generation, tools: ToolPlan) -> None:
+        self.gen, self.tools = gen, tools
+        self.parser = ToolCallParser() if tools.parse else None
+
+    def feed(self, text: str) -> list[Piece | ParsedCall]:
+        return self._route(self.gen.splitter.feed(text))
+
+    def finish(self) -> list[Piece | ParsedCall]:
+        out = self._route(self.gen.splitter.finish())
+        if self.parser is not None:
+            out.extend(self._calls(self.parser.finish()))
+        return out
+
+    def _route(self, pieces: list[Piece]) -> list[Piece | ParsedCall]:
+        out: list[Piece | ParsedCall] = []
+        for p in pieces:
+            if p.kind == "reasoning" or self.parser is None:
+                out.append(p)
+            else:
+                out.extend(self._calls(self.parser.feed(p.text)))
+        return out
+
+    def _calls(self, items: list[Text | ParsedCall]) -> list[Piece | ParsedCall]:
+        out: list[Piece | ParsedCall] = []
+        for it in items:
+            if isinstance(it, Text):
+                out.append(Piece("content", it.text))
+            elif self.tools.parallel or self.gen.tool_calls == 0:
+                it.index = self.gen.tool_calls
+                self.gen.tool_calls += 1
+                out.append(it)
+        return out
 
 
 async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dict[str, Any]:
@@ -121,35 +155,23 @@ async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dic
     content: list[str] = []
     calls: list[ParsedCall] = []
     logprobs: list[TokenLogprob] = []
-    parser = ToolCallParser() if tools.parse else None
+    answer = _Answer(gen, tools)
 
-    def take(pieces: list[Piece]) -> None:
-        for p in pieces:
-            if p.kind == "reasoning":
-                reasoning.append(p.text)
-            elif parser is None:
-                content.append(p.text)
-            else:
-                sort(parser.feed(p.text))
-
-    def sort(items: list[Text | ParsedCall]) -> None:
+    def take(items: list[Piece | ParsedCall]) -> None:
         for it in items:
-            if isinstance(it, Text):
-                content.append(it.text)
-            elif tools.parallel or not calls:
+            if isinstance(it, ParsedCall):
                 calls.append(it)
-                gen.tool_calls += 1
+            else:
+                (reasoning if it.kind == "reasoning" else content).append(it.text)
 
     try:
         async for d in gen.deltas():
             gen.tally.add(d)
-            take(gen.splitter.feed(d.text))
+            take(answer.feed(d.text))
             logprobs.extend(d.logprobs or [])
     except EngineError as exc:
         raise engine_failure(exc) from exc
-    take(gen.splitter.finish())
-    if parser is not None:
-        sort(parser.finish())
+    take(answer.finish())
     reasoning_text = "".join(reasoning)
     text = "".join(content)
     message: dict[str, Any] = {
@@ -169,7 +191,7 @@ async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dic
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": _finish(gen.tally.native_finish, len(calls)),
+                "finish_reason": finish_reason(gen.tally.native_finish, gen.tool_calls),
                 "native_finish_reason": gen.tally.native_finish,
                 "logprobs": chat_logprobs(logprobs, gen.top_n, gen.token_bytes) if want_logprobs else None,
             }
@@ -182,10 +204,24 @@ async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dic
 _ARG_PIECE = 32
 
 
+def _delta(item: Piece | ParsedCall) -> list[dict[str, Any]]:
+    """OpenAI chunk deltas for one piece of the answer."""
+    if isinstance(item, ParsedCall):
+        head = {"index": item.index, "id": item.id, "type": "function", "function": {"name": item.name, "arguments": ""}}
+        out: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": [head]}]
+        args = item.arguments
+        for i in range(0, len(args), _ARG_PIECE):
+            piece = {"index": item.index, "function": {"arguments": args[i : i + _ARG_PIECE]}}
+            out.append({"role": "assistant", "tool_calls": [piece]})
+        return out
+    if item.kind == "reasoning":
+        return [{"role": "assistant", "content": "", "reasoning": item.text, "reasoning_details": reasoning_details(item.text)}]
+    return [{"role": "assistant", "content": item.text}]
+
+
 async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
     base = gen.base
-    parser = ToolCallParser() if tools.parse else None
-    n_calls = 0
+    answer = _Answer(gen, tools)
 
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
         return sse(
@@ -196,7 +232,7 @@ async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
                     {
                         "index": 0,
                         "delta": delta,
-                        "finish_reason": _finish(finish, n_calls) if finish else None,
+                        "finish_reason": finish_reason(finish, gen.tool_calls) if finish else None,
                         "native_finish_reason": finish,
                         "logprobs": logprobs,
                     }
@@ -204,41 +240,8 @@ async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
             }
         )
 
-    def call_deltas(call: ParsedCall, index: int) -> list[dict[str, Any]]:
-        head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        out = [{"role": "assistant", "content": None, "tool_calls": [head]}]
-        args = call.arguments
-        for i in range(0, len(args), _ARG_PIECE):
-            out.append(
-                {"role": "assistant", "tool_calls": [{"index": index, "function": {"arguments": args[i : i + _ARG_PIECE]}}]}
-            )
-        return out
-
-    def deltas(pieces: list[Piece]) -> list[dict[str, Any]]:
-        nonlocal n_calls
-        out: list[dict[str, Any]] = []
-        for p in pieces:
-            if p.kind == "reasoning":
-                out.append(
-                    {"role": "assistant", "content": "", "reasoning": p.text, "reasoning_details": reasoning_details(p.text)}
-                )
-            elif parser is None:
-                out.append({"role": "assistant", "content": p.text})
-            else:
-                out.extend(items(parser.feed(p.text)))
-        return out
-
-    def items(parsed: list[Text | ParsedCall]) -> list[dict[str, Any]]:
-        nonlocal n_calls
-        out: list[dict[str, Any]] = []
-        for it in parsed:
-            if isinstance(it, Text):
-                out.append({"role": "assistant", "content": it.text})
-            elif tools.parallel or n_calls == 0:
-                out.extend(call_deltas(it, n_calls))
-                n_calls += 1
-                gen.tool_calls += 1
-        return out
+    def deltas(items: list[Piece | ParsedCall]) -> list[dict[str, Any]]:
+        return [d for it in items for d in _delta(it)]
 
     yield KEEPALIVE
     try:
@@ -248,15 +251,12 @@ async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
                 continue
             gen.tally.add(d)
             lp = chat_logprobs(d.logprobs, gen.top_n, gen.token_bytes) if d.logprobs is not None else None
-            out = deltas(gen.splitter.feed(d.text))
+            out = deltas(answer.feed(d.text))
             if lp is not None and not out:
                 out = [{"role": "assistant", "content": ""}]
             for i, delta in enumerate(out):
                 yield chunk(delta, logprobs=lp if i == 0 else None)
-        tail = deltas(gen.splitter.finish())
-        if parser is not None:
-            tail.extend(items(parser.finish()))
-        for delta in tail:
+        for delta in deltas(answer.finish()):
             yield chunk(delta)
         yield chunk({"role": "assistant", "content": ""}, finish=gen.tally.native_finish)
         yield sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": gen.tally.usage()})

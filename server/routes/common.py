@@ -79,11 +79,12 @@ def sse_response(events: AsyncIterator[str], headers: dict[str, str]) -> Streami
 
 
 def gateway_context(request: Request, streamed: bool) -> dict[str, Any]:
-    """What a Generation needs for limits, drain and its usage record."""
+    """What a Generation needs for limits, drain, endpoint figures and its usage record."""
     key = getattr(request.state, "api_key", None)
     h = request.headers
     return {
         "gateway": request.app.state.gateway,
+        "stats": request.app.state.stats,
         "timeout": settings_of(request).gateway.request_timeout_seconds,
         "meta": {
             "key_id": key.id if key is not None else None,

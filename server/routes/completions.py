@@ -61,7 +61,6 @@ async def completions(request: Request) -> Any:
         settings,
         top_n=req.logprobs or 0,
         exclude_reasoning=plan.exclude,
-        stats=request.app.state.stats,
         **gateway_context(request, req.stream),
         thinking_budget=plan.budget(options.max_tokens),
         start_in_reasoning=inside,
