@@ -23,7 +23,7 @@ from server.settings import Settings
 log = logging.getLogger("hermes.gateway")
 
 GENERATION_PATHS = {"/v1/chat/completions", "/api/v1/chat/completions", "/v1/completions", "/api/v1/completions"}
-_KEY_TTL_S = 5.0
+_KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
 # Usage-record fields on each generation's log line (never keys or text).
 _LOGGED = (
     "id",
@@ -36,7 +36,7 @@ _LOGGED = (
     "completion_tokens",
     "ttft_ms",
     "latency_ms",
-)  # a revoked key stops working within this many seconds
+)
 
 
 @dataclass
@@ -190,19 +190,7 @@ class Gateway:
             if st.spend is not None:
                 st.spend += rec["cost"]
         self.metrics.observe_generation(rec)
-        fields = (
-            "id",
-            "key_id",
-            "route",
-            "streamed",
-            "cancelled",
-            "finish_reason",
-            "prompt_tokens",
-            "completion_tokens",
-            "ttft_ms",
-            "latency_ms",
-        )
-        log.info("generation %s", rec["finish_reason"], extra={"gen_" + k: rec[k] for k in fields} | {"error": rec["error"]})
+        log.info("generation %s", rec["finish_reason"], extra={"gen_" + k: rec[k] for k in _LOGGED} | {"error": rec["error"]})
 
     def pending(self, gen_id: str) -> dict[str, Any] | None:
         return self._pending.get(gen_id)
