@@ -18,12 +18,14 @@ tiny-model: setup
 	@$(PY) scripts/make_tiny_model.py --if-needed --out $(TINY)
 	@$(PY) scripts/make_tiny_model.py --if-needed --plain-think --out $(TINY_PLAIN)
 
-# No GPU: the tiny model on 127.0.0.1:8000. PROFILE=name picks configs/name.yaml.
+# GPUs: the profile that fits them best (hermes-server pick-profile); no GPU: the tiny model on
+# 127.0.0.1:8000. PROFILE=name picks configs/name.yaml.
 serve: setup
 	@profile="$(PROFILE)"; \
 	if [ -z "$$profile" ]; then \
 	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then \
-	    echo "GPU found: choose a profile with PROFILE=<name> (see configs/)"; exit 2; \
+	    profile=$$($(VENV)/bin/hermes-server pick-profile) || exit 2; \
+	    echo "GPUs found: profile $$profile (override with PROFILE=<name>)"; \
 	  else profile=tiny-cpu; fi; \
 	fi; \
 	if [ "$$profile" = tiny-cpu ]; then $(MAKE) --no-print-directory tiny-model; fi; \
@@ -32,6 +34,7 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check server scripts tests
 	$(VENV)/bin/ruff format --check server scripts tests
+	$(VENV)/bin/hadolint Dockerfile.gpu
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -184,11 +184,67 @@ def detect_gpus() -> tuple[int, float] | None:
     return (len(mib), min(mib) / 1024) if mib else None
 
 
+def nodes(settings: Settings) -> int:
+    """Machines a profile spans: nvidia-smi sees one of them, assumed alike."""
+    e = settings.engine
+    if e.nnodes > 1:
+        return e.nnodes
+    return e.pipeline_parallel_size if e.distributed_executor_backend == "ray" else 1
+
+
 def check_before_serve(settings: Settings) -> str | None:
     """The planner's verdict when the profile cannot work on this machine, else None. Only when
     the memory is known (GPUs found, or a fixed KV-cache size): nothing is guessed."""
     found = detect_gpus()
     if found is None and settings.engine.kv_cache_memory_bytes is None:
         return None
-    p = plan(settings, gpus=found[0] if found else None, gpu_mem_gib=found[1] if found else None)
+    gpus = found[0] * nodes(settings) if found else None
+    p = plan(settings, gpus=gpus, gpu_mem_gib=found[1] if found else None)
     return None if p.fits else p.verdict
+
+
+def pick_profile(configs: Path, gpus: int, gpu_mem_gib: float) -> tuple[str | None, list[str]]:
+    """The single-node GPU profile that makes the most of ``gpus`` GPUs of ``gpu_mem_gib`` each
+    (most GPUs used, then the longest context, then most full-context sequences), and one line per profile saying why it
+    does or does not fit. Multi-node (Ray) profiles are never picked: they need a cluster first."""
+    from server.settings import load_settings
+
+    best: tuple[int, int, int, str] | None = None
+    lines: list[str] = []
+    for path in sorted(configs.glob("*.yaml")):
+        s = load_settings(path)
+        e = s.engine
+        if s.hardware.gpus is None or e.distributed_executor_backend == "ray" or e.nnodes > 1:
+            continue  # CPU and cluster profiles
+        p = plan(s, gpus=gpus, gpu_mem_gib=gpu_mem_gib)
+        ranks = e.tensor_parallel_size * e.pipeline_parallel_size
+        lines.append(f"{path.stem:<20} {'fits' if p.fits else 'no'}: {p.verdict}")
+        if p.fits and (best is None or (ranks, e.max_model_len, p.full_sequences) > best[:3]):
+            best = (ranks, e.max_model_len, p.full_sequences, path.stem)
+    return (best[3] if best else None), lines
+
+
+def ray_problem(settings: Settings) -> str | None:
+    """For a Ray profile: None when a Ray cluster is reachable from here with the GPUs the profile
+    needs, else what to do. Checked before `serve` loads anything (vLLM's own failure comes
+    minutes later, as a placement-group timeout)."""
+    e = settings.engine
+    if e.distributed_executor_backend != "ray":
+        return None
+    steps = "start the head with scripts/ray_head.sh on this node and join the others with scripts/ray_worker.sh"
+    try:
+        import ray
+    except ImportError:
+        return f"this profile runs on a Ray cluster and Ray is not installed (pip install -e '.[multinode]'): {steps}"
+    try:
+        ray.init(address="auto", logging_level="error", log_to_driver=False)
+    except (ConnectionError, RuntimeError) as exc:
+        return f"no Ray cluster reachable from this node ({exc}): {steps}"
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+    finally:
+        ray.shutdown()
+    need = e.tensor_parallel_size * e.pipeline_parallel_size
+    if gpus < need:
+        return f"the Ray cluster has {gpus:g} GPUs, the profile needs {need}: join the missing nodes with scripts/ray_worker.sh (check with `ray status`)"
+    return None

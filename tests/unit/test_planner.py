@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -86,7 +87,15 @@ def test_serve_refuses_a_profile_that_cannot_fit() -> None:
     assert r.returncode == 2 and "does not fit" in r.stderr and "max_model_len <= 1024" in r.stderr
 
 
-GPU_PROFILES = ["h100x8-bf16", "h100x4-bf16", "h100x2-fp8", "h200x1-fp8", "h100x1-fp8", "multinode-2x8-bf16"]
+GPU_PROFILES = [
+    "h100x8-bf16",
+    "h100x4-bf16",
+    "h100x2-fp8",
+    "h200x1-fp8",
+    "h100x1-fp8",
+    "multinode-2x8-bf16",
+    "multinode-2x8-bf16-mp",
+]
 
 
 @pytest.mark.parametrize("name", GPU_PROFILES)
@@ -99,3 +108,79 @@ def test_every_profile_passes_the_planner_on_its_hardware(name: str) -> None:
     text = (ROOT / "configs" / f"{name}.yaml").read_text()
     assert f"{p.weight_bytes_per_gpu / GIB:.1f} GiB" in text and f"{p.kv_budget_bytes_per_gpu / GIB:.1f} GiB" in text
     assert f"{p.full_sequences} full sequence" in text or name == "h100x1-fp8"
+
+
+def _fake_nvidia_smi(tmp_path, mib: list[int]):
+    """A stand-in nvidia-smi on PATH that reports these GPUs (memory.total in MiB)."""
+    exe = tmp_path / "bin" / "nvidia-smi"
+    exe.parent.mkdir()
+    lines = "\n".join(str(m) for m in mib)
+    gpus = "\n".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})" for i in range(len(mib)))
+    exe.write_text(f'#!/bin/sh\nif [ "$1" = "-L" ]; then printf "%s\\n" "{gpus}"; else printf "%s\\n" "{lines}"; fi\n')
+    exe.chmod(0o755)
+    return {**os.environ, "PATH": f"{exe.parent}:{os.environ['PATH']}"}
+
+
+H100_MIB, H200_MIB = 81_559, 143_771  # what nvidia-smi reports for an H100 80GB and an H200
+
+
+@pytest.mark.parametrize(
+    ("mib", "expected"),
+    [
+        ([H100_MIB] * 8, "h100x8-bf16"),
+        ([H100_MIB] * 4, "h100x4-bf16"),
+        ([H100_MIB] * 2, "h100x2-fp8"),
+        ([H100_MIB], "h100x1-fp8"),
+        ([H200_MIB], "h200x1-fp8"),
+        ([H100_MIB] * 3, "h100x2-fp8"),  # TP must divide the KV heads: 3 GPUs run the 2-GPU profile
+    ],
+)
+def test_pick_profile_from_nvidia_smi(tmp_path, mib, expected) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "server.cli", "pick-profile"], env=_fake_nvidia_smi(tmp_path, mib), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == expected
+
+
+def test_pick_profile_says_why_nothing_fits(tmp_path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "server.cli", "pick-profile"],
+        env=_fake_nvidia_smi(tmp_path, [24_576]),
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and r.stdout == ""
+    assert "no profile fits" in r.stderr and "weights alone (67.7 GiB per GPU) leave no room" in r.stderr
+
+
+def test_ray_profile_preflight(monkeypatch) -> None:
+    import types
+
+    from server.planner import ray_problem
+
+    s = load_settings(ROOT / "configs" / "multinode-2x8-bf16.yaml")
+    assert ray_problem(load_settings(ROOT / "configs" / "h100x8-bf16.yaml")) is None  # not a Ray profile
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    assert "Ray is not installed" in (ray_problem(s) or "")
+
+    # A stand-in ray module (unit test only): a cluster with one node of 8 GPUs joined.
+    fake = types.SimpleNamespace(init=lambda **kw: None, shutdown=lambda: None, cluster_resources=lambda: {"GPU": 8.0})
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    assert "has 8 GPUs, the profile needs 16" in (ray_problem(s) or "")
+    fake.cluster_resources = lambda: {"GPU": 16.0}
+    assert ray_problem(s) is None
+
+    def no_cluster(**kw):
+        raise ConnectionError("Could not find any running Ray instance")
+
+    fake.init = no_cluster
+    assert "no Ray cluster reachable" in (ray_problem(s) or "")
+
+
+def test_capacity_sheet_is_current() -> None:
+    """benchmarks/CAPACITY.md is the planner's output for the committed profiles."""
+    r = subprocess.run([sys.executable, "scripts/capacity_sheet.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = (ROOT / "benchmarks" / "CAPACITY.md").read_text()
+    assert "computed, not measured" in text and "| `h100x2-fp8` |" in text and "~92 tok/s" in text
