@@ -1,4 +1,4 @@
-"""``hermes-server``: serve (and, as they land, plan | download | keys | usage | bench)."""
+"""``hermes-server``: serve | plan | pick-profile | download | keys | usage | bench."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def _root() -> None:
     """Self-hosted OpenRouter-compatible server for Hermes 4 70B."""
 
 
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML profile, e.g. configs/tiny-cpu.yaml")]
 
 
@@ -32,14 +33,24 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.download import locate
     from server.logs import setup_logging
-    from server.planner import check_before_serve
+    from server.planner import check_before_serve, ray_problem
 
-    settings = _settings(config, host=host, port=port)
-    problem = check_before_serve(settings)
+    settings = _settings(config or _profile_from_env(), host=host, port=port)
+    problem = check_before_serve(settings) or ray_problem(settings)
+    if settings.engine.nnodes > 1 and not settings.engine.master_addr:
+        problem = "a native multi-node profile needs this node's address in engine.master_addr (HERMES_ENGINE__MASTER_ADDR)"
     if problem is not None:
         typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
         raise typer.Exit(2)
+    # Weights first: a missing or half-downloaded checkpoint is reported here, in one line,
+    # instead of as an engine traceback minutes later.
+    local, missing = locate(settings.model.resolved_path(), settings.model.revision)
+    if local is None:
+        typer.echo(f"hermes-server: {missing}", err=True)
+        raise typer.Exit(2)
+    settings.model.path = str(local)  # serve from disk: no hub call at start-up
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)
@@ -70,6 +81,37 @@ def serve(
 
 
 @app.command()
+def worker(
+    config: ConfigOpt = None,
+    node_rank: Annotated[int | None, typer.Option(help="this node's rank (1 .. nnodes-1); node 0 runs `serve`")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="address of node 0")] = None,
+) -> None:
+    """Run this node's engine ranks for a native multi-node profile (vLLM mp backend, no Ray)."""
+    from server.download import locate
+    from server.engine.vllm_engine import run_headless_worker
+
+    settings = _settings(config or _profile_from_env())
+    e = settings.engine
+    if node_rank is not None:
+        e.node_rank = node_rank
+    if master_addr is not None:
+        e.master_addr = master_addr
+    if e.nnodes < 2 or not 0 < e.node_rank < e.nnodes or not e.master_addr:
+        typer.echo(
+            f"hermes-server: `worker` needs a multi-node profile (engine.nnodes >= 2, got {e.nnodes}), "
+            f"a node rank between 1 and nnodes-1 (got {e.node_rank}) and the head's address (--master-addr)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    local, missing = locate(settings.model.resolved_path(), settings.model.revision)
+    if local is None:
+        typer.echo(f"hermes-server: {missing}", err=True)
+        raise typer.Exit(2)
+    settings.model.path = str(local)
+    run_headless_worker(settings)
+
+
+@app.command()
 def plan(
     config: ConfigOpt = None,
     gpus: Annotated[int | None, typer.Option(help="what if: this many GPUs")] = None,
@@ -81,7 +123,9 @@ def plan(
     settings = _settings(config)
     if gpu_mem_gib is None or gpus is None:
         found = planner.detect_gpus()
-        if found is None and settings.hardware.gpus is not None:
+        if found is not None:  # this node's GPUs; a multi-node profile's other nodes are assumed alike
+            found = (found[0] * planner.nodes(settings), found[1])
+        elif settings.hardware.gpus is not None:
             found = (settings.hardware.gpus, settings.hardware.gpu_mem_gib or 0.0)  # the profile's target machine
         if found is not None:
             gpus = gpus if gpus is not None else found[0]
@@ -92,6 +136,145 @@ def plan(
         typer.echo(line)
     if not result.fits:
         raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    repo: Annotated[str, typer.Option(help="Hugging Face repo: NousResearch/Hermes-4-70B or NousResearch/Hermes-4-70B-FP8")] = (
+        "NousResearch/Hermes-4-70B"
+    ),
+    revision: Annotated[str | None, typer.Option(help="branch, tag or commit (default: main)")] = None,
+    dir: Annotated[
+        Path | None, typer.Option("--dir", help="target folder (default: $HERMES_MODELS_DIR or ~/.cache/hermes-server/models)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="files fetched at once")] = 4,
+) -> None:
+    """Fetch the files serving needs (weights, configs, tokenizer, template); resumable, verified.
+    HF_TOKEN is used for gated repos; HF_ENDPOINT points at a hub mirror."""
+    import os
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from server.download import DownloadError, plan_download, repo_dir
+    from server.download import download as fetch
+
+    dest = dir or repo_dir(repo)
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        needed = plan_download(repo, revision, dest, token)
+        typer.echo(
+            f"{repo} @ {needed.commit[:12]}: {len(needed.files)} files, {needed.total_bytes / 1e9:.2f} GB; "
+            f"{needed.to_fetch_bytes / 1e9:.2f} GB left to fetch into {dest}"
+        )
+        columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=False) as progress:
+            done = sum(f.size for f in needed.files if (dest / f.name).is_file() and (dest / f.name).stat().st_size == f.size)
+            # Partial files report their bytes when their transfer resumes.
+            task = progress.add_task("download", total=needed.total_bytes, completed=done)
+            path = fetch(repo, revision, dest, token, workers, lambda n: progress.advance(task, n), needed)
+    except DownloadError as exc:
+        typer.echo(f"hermes-server: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Exception as exc:  # hub errors (gated repo, unknown revision, network): one line, not a traceback
+        typer.echo(f"hermes-server: download failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"complete and verified: {path}")
+    typer.echo(f"serve it: model.path: {path}" if dir else f"serve it: model.path: {repo} (found in {path.parent})")
+
+
+@app.command("pick-profile")
+def pick_profile(
+    gpus: Annotated[int | None, typer.Option(help="what if: this many GPUs (default: nvidia-smi)")] = None,
+    gpu_mem_gib: Annotated[float | None, typer.Option(help="what if: GiB per GPU (default: nvidia-smi)")] = None,
+    configs: Annotated[Path, typer.Option(help="profiles folder")] = Path("configs"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="say why each profile does or does not fit")] = False,
+) -> None:
+    """Print the profile that best fits this machine's GPUs (used by `make serve`); exit 2 and
+    say why when none fits."""
+    from server import planner
+    from server.settings import REPO_ROOT
+
+    if gpus is None or gpu_mem_gib is None:
+        found = planner.detect_gpus()
+        if found is None:
+            typer.echo("hermes-server: no NVIDIA GPU found (nvidia-smi); without GPUs use PROFILE=tiny-cpu", err=True)
+            raise typer.Exit(2)
+        gpus = gpus if gpus is not None else found[0]
+        gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
+    folder = configs if configs.is_absolute() or configs.exists() else REPO_ROOT / configs
+    name, lines = planner.pick_profile(folder, gpus, gpu_mem_gib)
+    if name is None or verbose:
+        typer.echo(f"{gpus} GPU(s) x {gpu_mem_gib:.0f} GiB:", err=True)
+        for line in lines:
+            typer.echo("  " + line, err=True)
+    if name is None:
+        typer.echo(
+            "hermes-server: no profile fits this machine. Hermes 4 70B needs at least one 80 GB GPU with FP8 weights "
+            "(h100x1-fp8, reduced context); copy the nearest profile and lower engine.max_model_len, "
+            "or check `hermes-server plan --config configs/<profile>.yaml --gpus N --gpu-mem-gib M`",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(name)
+
+
+@app.command()
+def bench(
+    url: Annotated[list[str], typer.Option(help="base URL (…/v1 or …/api/v1); twice for an A/B run")],
+    key: Annotated[list[str] | None, typer.Option(help="API key per URL (or set BENCH_KEY / OPENROUTER_API_KEY)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="name per URL in the report")] = None,
+    model: Annotated[str, typer.Option(help="model id to send")] = "nousresearch/hermes-4-70b",
+    concurrency: Annotated[str | None, typer.Option(help="closed loop: comma-separated levels, e.g. 1,8,64")] = None,
+    rate: Annotated[str | None, typer.Option(help="open loop: Poisson arrival rates in req/s, e.g. 0.5,2")] = None,
+    requests: Annotated[int, typer.Option(help="requests per level and URL")] = 64,
+    duration: Annotated[float, typer.Option(help="cap per level and URL, seconds")] = 300.0,
+    rounds: Annotated[int, typer.Option(help="A/B: alternate the URLs this many times per level (ABBA…)")] = 2,
+    prompt_tokens: Annotated[str, typer.Option(help="N | uniform:LO:HI | normal:MEAN:SD | exp:MEAN")] = "256",
+    output_tokens: Annotated[str, typer.Option(help="max_tokens distribution, same forms")] = "128",
+    fixed_output: Annotated[
+        bool, typer.Option(help="send ignore_eos/min_tokens for exact output lengths (vLLM servers)")
+    ] = False,
+    reasoning: Annotated[str | None, typer.Option(help="on | off | an effort level (default: send nothing)")] = None,
+    stream: Annotated[bool, typer.Option(help="stream (TTFT and inter-token latency need it)")] = True,
+    temperature: Annotated[float, typer.Option()] = 0.6,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="goodput SLO: time to first token")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="goodput SLO: time per output token")] = None,
+    slo_e2e_ms: Annotated[float | None, typer.Option(help="goodput SLO: end-to-end latency")] = None,
+    warmup: Annotated[int, typer.Option(help="unmeasured requests per URL first")] = 2,
+    request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="folder for results.json, report.html and PNG plots")] = Path("bench-results"),
+) -> None:
+    """Load-test one or two OpenAI/OpenRouter-compatible URLs: TTFT, ITL, TPOT, E2E percentiles,
+    throughput, errors by kind, goodput; JSON + HTML/PNG report; A/B ratios for two URLs."""
+    from server.bench.runner import BenchError, run_bench
+
+    try:
+        run_bench(
+            urls=url,
+            keys=key or [],
+            labels=label or [],
+            model=model,
+            concurrency=concurrency,
+            rate=rate,
+            requests=requests,
+            duration=duration,
+            rounds=rounds,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            fixed_output=fixed_output,
+            reasoning=reasoning,
+            stream=stream,
+            temperature=temperature,
+            slo=(slo_ttft_ms, slo_tpot_ms, slo_e2e_ms),
+            warmup=warmup,
+            request_timeout=request_timeout,
+            seed=seed,
+            out=out,
+        )
+    except BenchError as exc:
+        typer.echo(f"hermes-server bench: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
@@ -134,6 +317,28 @@ def _draining_server_class() -> Any:
                 self.should_exit = True
 
     return DrainingServer
+
+
+def _profile_from_env() -> Path | None:
+    """HERMES_PROFILE (a profile name in configs/ or a path) when --config is not given: the
+    container and Kubernetes pick the profile by environment."""
+    import os
+
+    name = os.environ.get("HERMES_PROFILE")
+    if not name:
+        return None
+    if name == "auto":
+        from server import planner
+
+        found = planner.detect_gpus()
+        picked = planner.pick_profile(Path("configs") if Path("configs").is_dir() else REPO_CONFIGS, *found)[0] if found else None
+        if picked is None:
+            typer.echo("hermes-server: HERMES_PROFILE=auto: no GPU profile fits (see `hermes-server pick-profile`)", err=True)
+            raise typer.Exit(2)
+        name = picked
+    path = Path(name)
+    # A bare name: configs/<name>.yaml, found from the working directory or the checkout.
+    return path if path.suffix in (".yaml", ".yml") else Path("configs") / f"{name}.yaml"
 
 
 def _settings(config: Path | None, **overrides: Any) -> Any:

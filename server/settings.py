@@ -51,6 +51,12 @@ class EngineSettings(_Section):
     pipeline_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
     distributed_executor_backend: Literal["mp", "ray", "uni"] | None = None
+    # vLLM's native multi-node mode (mp backend, no Ray): the ranks are split evenly over nnodes
+    # machines; node 0 runs `serve`, the others `hermes-server worker` with their node_rank.
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str | None = None
+    master_port: int | None = Field(None, ge=1, le=65535)
     max_model_len: int = Field(131072, ge=16)
     dtype: str = "auto"
     quantization: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,10 @@ def engine_args(settings: Settings) -> Any:
         "tensor_parallel_size": e.tensor_parallel_size,
         "pipeline_parallel_size": e.pipeline_parallel_size,
         "data_parallel_size": e.data_parallel_size,
+        "nnodes": e.nnodes if e.nnodes > 1 else None,
+        "node_rank": e.node_rank if e.nnodes > 1 else None,
+        "master_addr": e.master_addr,
+        "master_port": e.master_port,
         "distributed_executor_backend": e.distributed_executor_backend,
         "dtype": e.dtype,
         "quantization": e.quantization,
@@ -60,6 +65,35 @@ def engine_args(settings: Settings) -> Any:
     }
     kwargs.update(e.extra_args)
     return AsyncEngineArgs(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def server_usage_context() -> Any:
+    from vllm.usage.usage_lib import UsageContext
+
+    return UsageContext.OPENAI_API_SERVER
+
+
+def run_headless_worker(settings: Settings) -> None:
+    """This node's share of the ranks in vLLM's native multi-node mode (node_rank > 0): the same
+    headless multiprocessing executor `vllm serve --headless` starts. Blocks until the head node
+    shuts down or the process is signalled."""
+    from vllm.v1.executor.multiproc_executor import MultiprocExecutor
+
+    if settings.engine.cpu_omp_threads_bind:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.engine.cpu_omp_threads_bind
+    config = engine_args(settings).create_engine_config(usage_context=server_usage_context(), headless=True)
+    executor = MultiprocExecutor(config, monitor_workers=False)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    # SIGTERM/Ctrl-C end this node's ranks cleanly (as `vllm serve --headless` does).
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        executor.start_worker_monitor(inline=True)
+    finally:
+        executor.shutdown()  # type: ignore[no-untyped-call]
 
 
 def to_sampling_params(o: GenerationOptions) -> Any:
@@ -93,6 +127,8 @@ def to_sampling_params(o: GenerationOptions) -> Any:
         stop_token_ids=list(o.stop_token_ids) or None,
         logit_bias=o.logit_bias,
         logprobs=o.logprobs,
+        min_tokens=o.min_tokens,
+        ignore_eos=o.ignore_eos,
         structured_outputs=structured,
         thinking_token_budget=o.thinking_token_budget,
         # Hermes tags may be special tokens in the real tokenizer: keep them in the text so the
@@ -127,7 +163,9 @@ class VLLMEngine:
         args = engine_args(self._settings)
         # Building the engine blocks for tens of seconds (process spawn, weight load, warm-up):
         # keep the event loop free so /health answers meanwhile.
-        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        # The server usage context, as `vllm serve` uses: vLLM sizes batch defaults by it, and
+        # a multi-node worker must agree with the head on them.
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, usage_context=server_usage_context())
         self._max_model_len = int(self._engine.model_config.max_model_len)
         await self._warm_up()
         self._ready = True
