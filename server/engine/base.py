@@ -44,6 +44,8 @@ class GenerationOptions:
     # then apply from the first token).
     reasoning_ended: bool | None = None
     priority: int = 0
+    min_tokens: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass

@@ -71,8 +71,9 @@ def build_options(
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if any(s == "" for s in stop):
         raise bad_request("stop: empty stop strings are not allowed")
+    max_tokens = resolve_max_tokens(requested_max_tokens, prompt_tokens, max_model_len, defaults.max_tokens)
     return GenerationOptions(
-        max_tokens=resolve_max_tokens(requested_max_tokens, prompt_tokens, max_model_len, defaults.max_tokens),
+        max_tokens=max_tokens,
         temperature=pick(req.temperature, defaults.temperature),
         top_p=pick(req.top_p, defaults.top_p),
         top_k=int(pick(req.top_k, defaults.top_k)),
@@ -85,4 +86,6 @@ def build_options(
         stop_token_ids=list(stop_token_ids),
         logit_bias=logit_bias,
         logprobs=logprobs,
+        min_tokens=min(req.min_tokens or 0, max_tokens),
+        ignore_eos=bool(req.ignore_eos),
     )

@@ -120,6 +120,10 @@ class SamplingFields(_Lenient):
     reasoning: Reasoning | None = None
     reasoning_effort: Literal["xhigh", "max", "high", "medium", "low", "minimal", "none"] | None = None
     include_reasoning: bool | None = None
+    # vLLM extensions that load generators send (`vllm bench serve`, `hermes-server bench`) to fix
+    # output lengths: at least min_tokens; ignore_eos keeps going past end-of-turn to max_tokens.
+    min_tokens: int | None = Field(None, ge=0)
+    ignore_eos: bool | None = None
 
     @field_validator("logit_bias")
     @classmethod

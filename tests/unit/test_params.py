@@ -80,3 +80,33 @@ def test_logit_bias() -> None:
 def test_out_of_range_rejected(bad) -> None:
     with pytest.raises(ValueError):
         _req(**bad)
+
+
+def test_min_tokens_and_ignore_eos_reach_the_engine() -> None:
+    from server.protocol.requests import ChatRequest
+    from server.settings import SamplingDefaults
+
+    req = ChatRequest.model_validate(
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 16, "min_tokens": 50, "ignore_eos": True}
+    )
+    o = build_options(
+        req,
+        requested_max_tokens=16,
+        prompt_tokens=10,
+        max_model_len=100,
+        defaults=SamplingDefaults(),
+        stop_token_ids=[1],
+        vocab_size=10,
+    )
+    assert o.min_tokens == 16 and o.ignore_eos  # min_tokens never exceeds max_tokens
+    plain = ChatRequest.model_validate({"messages": [{"role": "user", "content": "x"}]})
+    o = build_options(
+        plain,
+        requested_max_tokens=None,
+        prompt_tokens=10,
+        max_model_len=100,
+        defaults=SamplingDefaults(),
+        stop_token_ids=[1],
+        vocab_size=10,
+    )
+    assert o.min_tokens == 0 and not o.ignore_eos

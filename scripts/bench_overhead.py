@@ -1,0 +1,165 @@
+"""What this server's layer costs on top of the engine: the same tiny model served twice on this
+machine, through hermes-server and through vLLM's own OpenAI server with the same engine
+settings, driven by the same streaming chat load in one run (levels interleaved A B / B A).
+
+    .venv/bin/python scripts/bench_overhead.py [--levels 1,8,32,64] [--requests 128] [--out benchmarks/overhead]
+
+Prints throughput and TTFT ratios (ours / vLLM's) per level and a Markdown table for
+benchmarks/RESULTS.md. Targets: throughput ratio >= 1.0 and p50 TTFT ratio <= 1.05 at every level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.bench.runner import run_bench  # noqa: E402
+from server.settings import load_settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/tiny-cpu.yaml")
+    ap.add_argument("--levels", default="1,8,32,64")
+    ap.add_argument("--requests", type=int, default=128, help="requests per level and server")
+    ap.add_argument("--prompt-tokens", default="128")
+    ap.add_argument("--output-tokens", default="64")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "overhead")
+    args = ap.parse_args()
+
+    s = load_settings(args.config)
+    e = s.engine
+    tmp = Path(tempfile.mkdtemp(prefix="hermes-overhead-"))
+    ours_port, vllm_port = free_port(), free_port()
+    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
+    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=ours_log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    # vLLM's own server with the engine settings the profile gives ours.
+    vllm_cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        s.model.resolved_path(),
+        "--served-model-name",
+        s.model.served_name,
+        "--dtype",
+        e.dtype,
+        "--max-model-len",
+        str(e.max_model_len),
+        "--max-num-seqs",
+        str(e.max_num_seqs),
+        "--seed",
+        str(e.seed),
+        "--tensor-parallel-size",
+        str(e.tensor_parallel_size),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(vllm_port),
+    ]
+    if e.kv_cache_memory_bytes:
+        vllm_cmd += ["--kv-cache-memory-bytes", str(e.kv_cache_memory_bytes)]
+    if not e.enable_prefix_caching:
+        vllm_cmd += ["--no-enable-prefix-caching"]
+    vllm = subprocess.Popen(vllm_cmd, cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)
+        wait_ready(f"http://127.0.0.1:{vllm_port}/health", vllm, vllm_log)
+        result = run_bench(
+            urls=[f"http://127.0.0.1:{vllm_port}/v1", f"http://127.0.0.1:{ours_port}/v1"],
+            keys=[],
+            labels=["vllm", "hermes"],
+            model=s.model.served_name,
+            concurrency=args.levels,
+            rate=None,
+            requests=args.requests,
+            duration=1800,
+            rounds=args.rounds,
+            prompt_tokens=args.prompt_tokens,
+            output_tokens=args.output_tokens,
+            fixed_output=True,
+            reasoning=None,
+            stream=True,
+            temperature=0.0,
+            slo=(None, None, None),
+            warmup=4,
+            request_timeout=600,
+            seed=0,
+            out=args.out,
+        )
+    finally:
+        for p in (ours, vllm):
+            p.send_signal(signal.SIGTERM)
+        for p in (ours, vllm):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    by = {(r["target"], r["load"]): r["summary"] for r in result["results"]}
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; profile {args.config}")
+    print(
+        "| load | vLLM out tok/s | hermes out tok/s | throughput ratio | vLLM TTFT p50 ms | hermes TTFT p50 ms | TTFT p50 ratio | TTFT p99 ratio | errors (vLLM / hermes) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    missed = []
+    for entry in result["ab"]:
+        ld, r = entry["load"], entry["ratios"]
+        v, h = by[("vllm", ld)], by[("hermes", ld)]
+        thr, ttft = r["output_tokens_per_s"], r["ttft_ms.p50"]
+        print(
+            f"| {ld} | {v['output_tokens_per_s']:.1f} | {h['output_tokens_per_s']:.1f} | {thr:.3f} | "
+            f"{v['ttft_ms']['p50']:.1f} | {h['ttft_ms']['p50']:.1f} | {ttft:.3f} | {r['ttft_ms.p99']:.3f} | "
+            f"{sum(v['errors'].values())} / {sum(h['errors'].values())} |"
+        )
+        if thr is None or thr < 1.0 or ttft is None or ttft > 1.05:
+            missed.append(ld)
+    print()
+    print("targets met at every level" if not missed else f"targets missed at: {', '.join(missed)}")
+    print(f"logs: {tmp}")
+
+
+if __name__ == "__main__":
+    main()

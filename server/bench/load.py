@@ -1,0 +1,568 @@
+"""Load generator: drives any OpenAI- or OpenRouter-compatible chat endpoint over raw HTTP/SSE.
+
+Why not GuideLLM, AIPerf or `vllm bench serve` underneath (see README, "Load testing"): none of
+them interleaves two targets in one run for an A/B comparison, none sends OpenRouter's
+`reasoning` object or reads `delta.reasoning` and `: OPENROUTER PROCESSING` comments, and their
+error accounting does not separate 429/402/408/503 from mid-stream error chunks, which is what a
+gateway is judged on. The measuring core is small (one SSE reader, one scheduler), so it is
+written here on httpx; statistics come from numpy, plots from matplotlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+# Common English words: each is one Llama 3 token with its leading space, so a prompt of n words
+# is close to n tokens on any Llama-3-tokenizer server without needing the tokenizer here.
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "one",
+    "all",
+    "we",
+    "their",
+    "been",
+    "has",
+    "when",
+    "who",
+    "will",
+    "more",
+    "no",
+    "if",
+    "out",
+    "so",
+    "said",
+    "what",
+    "up",
+    "its",
+    "about",
+    "into",
+    "than",
+    "them",
+    "can",
+    "only",
+    "other",
+    "new",
+    "some",
+    "could",
+    "time",
+    "these",
+    "two",
+    "may",
+    "then",
+    "do",
+    "first",
+    "any",
+    "my",
+    "now",
+    "such",
+    "like",
+    "our",
+    "over",
+    "man",
+    "me",
+    "even",
+    "most",
+    "made",
+    "after",
+    "also",
+    "did",
+    "many",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "where",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+    "how",
+    "too",
+    "little",
+    "state",
+    "good",
+    "very",
+    "make",
+    "world",
+    "still",
+    "own",
+    "see",
+    "men",
+    "work",
+    "long",
+    "get",
+    "here",
+    "between",
+    "both",
+    "life",
+    "being",
+    "under",
+    "never",
+    "day",
+    "same",
+    "another",
+    "know",
+    "while",
+    "last",
+    "might",
+    "us",
+    "great",
+    "old",
+    "year",
+    "off",
+    "come",
+    "since",
+    "against",
+    "go",
+    "came",
+    "right",
+    "used",
+    "take",
+    "three",
+    "states",
+    "himself",
+    "few",
+    "house",
+    "use",
+    "during",
+    "without",
+    "again",
+    "place",
+    "american",
+    "around",
+    "however",
+    "home",
+    "small",
+    "found",
+    "thought",
+    "went",
+    "say",
+    "part",
+    "once",
+    "general",
+    "high",
+    "upon",
+    "school",
+    "every",
+    "does",
+    "got",
+    "united",
+    "left",
+    "number",
+    "course",
+    "war",
+    "until",
+    "always",
+    "away",
+    "something",
+    "fact",
+    "though",
+    "water",
+    "less",
+    "public",
+    "put",
+    "think",
+    "almost",
+    "hand",
+    "enough",
+    "far",
+    "took",
+    "head",
+    "yet",
+    "government",
+    "system",
+    "better",
+    "set",
+    "told",
+    "nothing",
+    "night",
+    "end",
+    "why",
+    "called",
+    "didn",
+    "eyes",
+    "find",
+    "going",
+    "look",
+    "asked",
+    "later",
+    "point",
+    "knew",
+    "city",
+    "next",
+    "program",
+    "business",
+    "give",
+    "group",
+    "toward",
+    "young",
+    "days",
+    "let",
+    "room",
+    "president",
+    "side",
+    "social",
+    "present",
+    "given",
+    "several",
+    "order",
+    "national",
+    "possible",
+    "rather",
+    "second",
+    "face",
+    "per",
+    "among",
+    "form",
+    "important",
+    "often",
+    "things",
+    "looked",
+    "early",
+    "white",
+    "case",
+    "john",
+    "become",
+    "large",
+    "big",
+    "need",
+    "four",
+    "within",
+    "felt",
+    "along",
+    "children",
+    "saw",
+    "best",
+    "church",
+    "ever",
+    "least",
+    "power",
+    "development",
+    "light",
+    "thing",
+    "seemed",
+    "family",
+    "interest",
+    "want",
+    "members",
+    "mind",
+    "country",
+    "area",
+    "others",
+    "done",
+    "turned",
+    "although",
+    "open",
+    "god",
+    "service",
+]
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A token-count distribution: ``256`` (fixed), ``uniform:128:512``, ``normal:256:64``, ``exp:256``."""
+
+    kind: str
+    a: float
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: str) -> Dist:
+        parts = spec.split(":")
+        try:
+            if len(parts) == 1:
+                return cls("fixed", float(parts[0]))
+            kind, *nums = parts
+            values = [float(x) for x in nums]
+        except ValueError as exc:
+            raise ValueError(f"bad distribution {spec!r}: use N, uniform:LO:HI, normal:MEAN:SD or exp:MEAN") from exc
+        if kind in ("uniform", "normal") and len(values) == 2:
+            return cls(kind, values[0], values[1])
+        if kind == "exp" and len(values) == 1:
+            return cls(kind, values[0])
+        raise ValueError(f"bad distribution {spec!r}: use N, uniform:LO:HI, normal:MEAN:SD or exp:MEAN")
+
+    def sample(self, rng: random.Random) -> int:
+        if self.kind == "fixed":
+            v = self.a
+        elif self.kind == "uniform":
+            v = rng.uniform(self.a, self.b)
+        elif self.kind == "normal":
+            v = rng.gauss(self.a, self.b)
+        else:
+            v = rng.expovariate(1 / self.a)
+        return max(1, round(v))
+
+    def __str__(self) -> str:
+        return {
+            "fixed": f"{self.a:g}",
+            "uniform": f"uniform:{self.a:g}:{self.b:g}",
+            "normal": f"normal:{self.a:g}:{self.b:g}",
+        }.get(self.kind, f"exp:{self.a:g}")
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    url: str  # base URL ending in /v1 or /api/v1
+    key: str | None = None
+    model: str = "nousresearch/hermes-4-70b"
+
+
+@dataclass(frozen=True)
+class Load:
+    """``concurrency`` (closed loop: that many requests always in flight) or ``rate`` (open loop:
+    Poisson arrivals, requests per second); ``requests`` per phase, capped by ``duration`` s."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+    requests: int = 100
+    duration: float = 300.0
+
+    @property
+    def name(self) -> str:
+        return f"c={self.concurrency}" if self.concurrency is not None else f"rate={self.rate:g}/s"
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt_tokens: Dist = Dist("fixed", 256)
+    output_tokens: Dist = Dist("fixed", 128)
+    stream: bool = True
+    # None: send no reasoning field (the server's default); "off", "on", or an effort level.
+    reasoning: str | None = None
+    temperature: float = 0.6
+    # vLLM's ignore_eos/min_tokens: exact output lengths where the server honours them.
+    fixed_output: bool = False
+    seed: int = 0
+    request_timeout: float = 600.0
+
+
+@dataclass
+class Spec:
+    prompt: str
+    max_tokens: int
+
+
+@dataclass
+class Record:
+    target: str
+    load: str
+    ok: bool
+    error: str | None
+    start: float
+    ttft: float | None
+    e2e: float
+    itl: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reason: str | None = None
+
+    @property
+    def tpot(self) -> float | None:
+        """Mean time per output token after the first."""
+        if self.ttft is None or not self.completion_tokens or self.completion_tokens < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.completion_tokens - 1)
+
+
+def make_specs(workload: Workload, n: int, salt: int = 0) -> list[Spec]:
+    """The same prompts and lengths for every target of a load level (fair A/B)."""
+    rng = random.Random(workload.seed * 1_000_003 + salt)
+    specs = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(max(1, workload.prompt_tokens.sample(rng) - 12))]
+        prompt = f"Request {i} {rng.randrange(10**9)}. Continue this text: " + " ".join(words)
+        specs.append(Spec(prompt, workload.output_tokens.sample(rng)))
+    return specs
+
+
+def request_body(target: Target, workload: Workload, spec: Spec) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": target.model,
+        "messages": [{"role": "user", "content": spec.prompt}],
+        "max_tokens": spec.max_tokens,
+        "temperature": workload.temperature,
+        "stream": workload.stream,
+    }
+    if workload.stream:
+        body["stream_options"] = {"include_usage": True}
+    if workload.reasoning == "off":
+        body["reasoning"] = {"enabled": False}
+    elif workload.reasoning == "on":
+        body["reasoning"] = {"enabled": True}
+    elif workload.reasoning:
+        body["reasoning"] = {"effort": workload.reasoning}
+    if workload.fixed_output:
+        body["ignore_eos"] = True
+        body["min_tokens"] = spec.max_tokens
+    return body
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    if isinstance(exc, httpx.TransportError):
+        return "disconnect"
+    return type(exc).__name__
+
+
+async def one_request(client: httpx.AsyncClient, target: Target, load: str, workload: Workload, spec: Spec) -> Record:
+    headers = {"Content-Type": "application/json"}
+    if target.key:
+        headers["Authorization"] = f"Bearer {target.key}"
+    body = request_body(target, workload, spec)
+    start = time.perf_counter()
+    rec = Record(target.label, load, ok=False, error=None, start=time.time(), ttft=None, e2e=0.0)
+    last: float | None = None
+    try:
+        async with asyncio.timeout(workload.request_timeout):
+            async with client.stream("POST", target.url.rstrip("/") + "/chat/completions", json=body, headers=headers) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    rec.error = f"http_{r.status_code}"
+                    return rec
+                if not workload.stream:
+                    data = json.loads(await r.aread())
+                    rec.ttft = time.perf_counter() - start
+                    _usage(rec, data.get("usage"))
+                    choice = (data.get("choices") or [{}])[0]
+                    rec.finish_reason = choice.get("finish_reason")
+                    rec.ok = True
+                    return rec
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue  # blank lines and ": OPENROUTER PROCESSING" comments
+                    payload = line[6:]
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        rec.error = f"stream_error_{chunk['error'].get('code', '?')}"
+                        return rec
+                    if chunk.get("usage"):
+                        _usage(rec, chunk["usage"])
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content") or delta.get("reasoning") or delta.get("tool_calls"):
+                            now = time.perf_counter()
+                            if rec.ttft is None:
+                                rec.ttft = now - start
+                            elif last is not None:
+                                rec.itl.append(now - last)
+                            last = now
+                        if choice.get("finish_reason"):
+                            rec.finish_reason = choice["finish_reason"]
+                rec.ok = rec.ttft is not None or (rec.completion_tokens == 0)
+                if not rec.ok:
+                    rec.error = "no_output"
+    except (httpx.HTTPError, TimeoutError, json.JSONDecodeError) as exc:
+        rec.error = "protocol" if isinstance(exc, json.JSONDecodeError) else _error_kind(exc)
+    finally:
+        rec.e2e = time.perf_counter() - start
+    return rec
+
+
+def _usage(rec: Record, usage: dict[str, Any] | None) -> None:
+    if not usage:
+        return
+    rec.prompt_tokens = usage.get("prompt_tokens")
+    rec.completion_tokens = usage.get("completion_tokens")
+    details = usage.get("completion_tokens_details") or {}
+    rec.reasoning_tokens = details.get("reasoning_tokens")
+
+
+async def run_phase(
+    target: Target, load: Load, workload: Workload, specs: list[Spec], on_done: Callable[[Record], None] | None = None
+) -> tuple[list[Record], float]:
+    """Run one load level against one target; returns the records and the wall time (s)."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2048)
+    timeout = httpx.Timeout(workload.request_timeout, connect=30.0)
+    records: list[Record] = []
+    deadline = time.perf_counter() + load.duration
+
+    def done(rec: Record) -> None:
+        records.append(rec)
+        if on_done:
+            on_done(rec)
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        t0 = time.perf_counter()
+        if load.concurrency is not None:
+            queue = list(reversed(specs[: load.requests]))
+
+            async def worker() -> None:
+                while queue and time.perf_counter() < deadline:
+                    done(await one_request(client, target, load.name, workload, queue.pop()))
+
+            await asyncio.gather(*(worker() for _ in range(load.concurrency)))
+        else:
+            assert load.rate is not None
+            rng = random.Random(workload.seed + 7)
+            tasks: list[asyncio.Task[None]] = []
+
+            async def fire(spec: Spec) -> None:
+                done(await one_request(client, target, load.name, workload, spec))
+
+            for spec in specs[: load.requests]:
+                if time.perf_counter() >= deadline:
+                    break
+                tasks.append(asyncio.create_task(fire(spec)))
+                await asyncio.sleep(rng.expovariate(load.rate))
+            await asyncio.gather(*tasks)
+        return records, time.perf_counter() - t0
+
+
+def records_json(records: list[Record]) -> list[dict[str, Any]]:
+    return [asdict(r) | {"tpot": r.tpot} for r in records]

@@ -1,0 +1,190 @@
+"""`hermes-server bench`: load levels x targets (interleaved for A/B), progress, report."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from server.bench.load import Dist, Load, Record, Target, Workload, make_specs, one_request, run_phase
+from server.bench.report import HEADER, SLO, ratios, summarize, table_rows, write_report
+
+
+class BenchError(ValueError):
+    """A bad bench invocation, reported in one line."""
+
+
+def _levels(concurrency: str | None, rate: str | None, requests: int, duration: float) -> list[Load]:
+    if (concurrency is None) == (rate is None):
+        raise BenchError("give --concurrency (closed loop) or --rate (open loop, Poisson), not both")
+    try:
+        if concurrency is not None:
+            levels = [Load(concurrency=int(c), requests=requests, duration=duration) for c in concurrency.split(",")]
+        else:
+            assert rate is not None
+            levels = [Load(rate=float(r), requests=requests, duration=duration) for r in rate.split(",")]
+    except ValueError as exc:
+        raise BenchError(f"bad load levels: {exc}") from exc
+    if any((ld.concurrency is not None and ld.concurrency < 1) or (ld.rate is not None and ld.rate <= 0) for ld in levels):
+        raise BenchError("load levels must be positive")
+    return levels
+
+
+def _targets(urls: list[str], keys: list[str], labels: list[str], model: str) -> list[Target]:
+    if not 1 <= len(urls) <= 2:
+        raise BenchError("give one --url, or two for an A/B comparison")
+    if len(keys) not in (0, 1, len(urls)) or len(labels) not in (0, len(urls)):
+        raise BenchError("give one --key (or one per --url) and one --label per --url")
+    default_key = os.environ.get("BENCH_KEY") or os.environ.get("OPENROUTER_API_KEY")
+    out = []
+    for i, u in enumerate(urls):
+        k = keys[i] if len(keys) == len(urls) else (keys[0] if keys else default_key)
+        out.append(Target(labels[i] if labels else "AB"[i] if len(urls) == 2 else "target", u, k, model))
+    if len({t.label for t in out}) != len(out):
+        raise BenchError("labels must differ")
+    return out
+
+
+def run_bench(
+    *,
+    urls: list[str],
+    keys: list[str],
+    labels: list[str],
+    model: str,
+    concurrency: str | None,
+    rate: str | None,
+    requests: int,
+    duration: float,
+    rounds: int,
+    prompt_tokens: str,
+    output_tokens: str,
+    fixed_output: bool,
+    reasoning: str | None,
+    stream: bool,
+    temperature: float,
+    slo: tuple[float | None, float | None, float | None],
+    warmup: int,
+    request_timeout: float,
+    seed: int,
+    out: Path,
+) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    levels = _levels(concurrency, rate, requests, duration)
+    targets = _targets(urls, keys, labels, model)
+    try:
+        workload = Workload(
+            prompt_tokens=Dist.parse(prompt_tokens),
+            output_tokens=Dist.parse(output_tokens),
+            stream=stream,
+            reasoning=reasoning,
+            temperature=temperature,
+            fixed_output=fixed_output,
+            seed=seed,
+            request_timeout=request_timeout,
+        )
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+    rounds = max(1, rounds if len(targets) == 2 else 1)
+    slo_obj = SLO(*slo)
+    console = Console(stderr=True)
+    records: dict[tuple[str, str], list[Record]] = {}
+    walls: dict[tuple[str, str], float] = {}
+
+    async def main() -> None:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=request_timeout) as client:
+            for t in targets:  # warm-up: connections, caches, CUDA graphs; not measured
+                for spec in make_specs(workload, warmup, salt=-1):
+                    rec = await one_request(client, t, "warmup", workload, spec)
+                    if not rec.ok and rec.error in ("connect", "http_401", "http_404"):
+                        raise BenchError(f"{t.label} ({t.url}): warm-up request failed with {rec.error}")
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            for li, load in enumerate(levels):
+                # Every target gets the same prompts at a level; rounds split them and alternate
+                # the order (A B, B A, …) so drift on a shared machine falls on both alike.
+                specs = make_specs(workload, load.requests, salt=li)
+                per_round = [specs[r::rounds] for r in range(rounds)]
+                for r, chunk in enumerate(per_round):
+                    order = targets if r % 2 == 0 else list(reversed(targets))
+                    for t in order:
+                        task = progress.add_task(f"{t.label} {load.name} round {r + 1}/{rounds}", total=len(chunk))
+                        sub = Load(load.concurrency, load.rate, len(chunk), load.duration / rounds)
+                        recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
+                        records.setdefault((t.label, load.name), []).extend(recs)
+                        walls[(t.label, load.name)] = walls.get((t.label, load.name), 0.0) + wall
+
+    started = time.time()
+    asyncio.run(main())
+    results: list[dict[str, Any]] = [
+        {
+            "target": t.label,
+            "url": t.url,
+            "load": ld.name,
+            "summary": summarize(records[(t.label, ld.name)], walls[(t.label, ld.name)], slo_obj),
+        }
+        for ld in levels
+        for t in targets
+        if (t.label, ld.name) in records
+    ]
+    ab: list[dict[str, Any]] = []
+    if len(targets) == 2:
+        a, b = targets
+        by: dict[tuple[str, str], dict[str, Any]] = {(r["target"], r["load"]): r["summary"] for r in results}
+        for ld in levels:
+            if (a.label, ld.name) in by and (b.label, ld.name) in by:
+                ab.append(
+                    {
+                        "load": ld.name,
+                        "a": a.label,
+                        "b": b.label,
+                        "ratios": ratios(by[(b.label, ld.name)], by[(a.label, ld.name)]),
+                    }
+                )
+    meta = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "targets": {t.label: t.url for t in targets},
+        "model": model,
+        "levels": [ld.name for ld in levels],
+        "requests_per_level": requests,
+        "rounds": rounds,
+        "prompt_tokens": str(workload.prompt_tokens),
+        "output_tokens": str(workload.output_tokens),
+        "fixed_output": fixed_output,
+        "stream": stream,
+        "reasoning": reasoning,
+        "slo_ms": {"ttft": slo[0], "tpot": slo[1], "e2e": slo[2]},
+        "client_machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    paths = write_report(out, meta, results, ab, records)
+
+    table = Table(*HEADER, title="hermes-server bench")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console_out = Console(width=200)
+    console_out.print(table)
+    for entry in ab:
+        rs = entry["ratios"]
+        console_out.print(
+            f"{entry['load']}: {entry['b']}/{entry['a']}  throughput x{_r(rs['output_tokens_per_s'])}  "
+            f"TTFT p50 x{_r(rs['ttft_ms.p50'])}  TTFT p99 x{_r(rs['ttft_ms.p99'])}  TPOT p50 x{_r(rs['tpot_ms.p50'])}"
+        )
+    console_out.print(f"report: {paths['html']}  data: {paths['json']}")
+    return {"meta": meta, "results": results, "ab": ab, "paths": paths}
+
+
+def _advance(progress: Any, task: Any, _record: Record) -> None:
+    progress.advance(task)
+
+
+def _r(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

@@ -1,0 +1,107 @@
+"""The load generator's arithmetic and report, on synthetic records (no server)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from server.bench.load import Dist, Record, Target, Workload, make_specs, request_body
+from server.bench.report import SLO, ratios, summarize, write_report
+from server.bench.runner import BenchError, _levels, _targets
+
+
+def test_distributions_parse_and_sample() -> None:
+    rng = random.Random(0)
+    assert Dist.parse("256").sample(rng) == 256
+    u = [Dist.parse("uniform:100:200").sample(rng) for _ in range(500)]
+    assert min(u) >= 100 and max(u) <= 200 and 140 < sum(u) / len(u) < 160
+    n = [Dist.parse("normal:300:10").sample(rng) for _ in range(500)]
+    assert 295 < sum(n) / len(n) < 305
+    assert min(Dist.parse("exp:5").sample(rng) for _ in range(200)) >= 1
+    for bad in ("x", "uniform:1", "poisson:3", "normal:a:b"):
+        with pytest.raises(ValueError, match="bad distribution"):
+            Dist.parse(bad)
+
+
+def test_specs_are_deterministic_and_sized() -> None:
+    w = Workload(prompt_tokens=Dist.parse("200"), output_tokens=Dist.parse("uniform:10:20"), seed=3)
+    a, b = make_specs(w, 20, salt=1), make_specs(w, 20, salt=1)
+    assert [s.prompt for s in a] == [s.prompt for s in b] and len({s.prompt for s in a}) == 20
+    assert all(10 <= s.max_tokens <= 20 for s in a)
+    assert all(190 <= len(s.prompt.split()) <= 200 for s in a)  # ~1 token per word
+    assert make_specs(w, 5, salt=2)[0].prompt != a[0].prompt
+
+
+def test_request_body_reasoning_and_fixed_output() -> None:
+    t = Target("a", "http://x/v1")
+    spec = make_specs(Workload(), 1)[0]
+    body = request_body(t, Workload(reasoning="on", fixed_output=True), spec)
+    assert body["reasoning"] == {"enabled": True} and body["ignore_eos"] and body["min_tokens"] == spec.max_tokens
+    assert body["stream_options"] == {"include_usage": True}
+    assert request_body(t, Workload(reasoning="off"), spec)["reasoning"] == {"enabled": False}
+    assert request_body(t, Workload(reasoning="high", stream=False), spec)["reasoning"] == {"effort": "high"}
+    assert "reasoning" not in request_body(t, Workload(), spec) and "stream_options" not in request_body(
+        t, Workload(stream=False), spec
+    )
+
+
+def _rec(ok: bool = True, ttft: float = 0.1, e2e: float = 1.1, tokens: int = 11, error: str | None = None) -> Record:
+    return Record(
+        "a",
+        "c=1",
+        ok,
+        error,
+        0.0,
+        ttft if ok else None,
+        e2e,
+        itl=[0.1] * (tokens - 1),
+        prompt_tokens=50,
+        completion_tokens=tokens,
+    )
+
+
+def test_summary_percentiles_errors_goodput() -> None:
+    recs = [_rec(ttft=0.1 * (i + 1)) for i in range(10)] + [
+        _rec(False, error="http_429"),
+        _rec(False, error="http_429"),
+        _rec(False, error="timeout"),
+    ]
+    s = summarize(recs, wall=10.0, slo=SLO(ttft_ms=500))
+    assert s["requests"] == 13 and s["ok"] == 10 and s["errors"] == {"http_429": 2, "timeout": 1}
+    assert s["requests_per_s"] == pytest.approx(1.0) and s["output_tokens_per_s"] == pytest.approx(11.0)
+    assert s["ttft_ms"]["p50"] == pytest.approx(550.0) and s["ttft_ms"]["p99"] == pytest.approx(991.0)
+    assert s["tpot_ms"]["p50"] == pytest.approx((1100 - 550) / 10, rel=0.2)
+    assert s["itl_ms"]["p50"] == pytest.approx(100.0)
+    assert s["goodput_requests_per_s"] == pytest.approx(0.5)  # ttft 100..500 ms meet the SLO
+
+
+def test_ratios_and_report(tmp_path) -> None:
+    a = summarize([_rec(ttft=0.2) for _ in range(4)], 4.0, SLO())
+    b = summarize([_rec(ttft=0.1) for _ in range(4)], 2.0, SLO())
+    r = ratios(b, a)
+    assert r["output_tokens_per_s"] == pytest.approx(2.0) and r["ttft_ms.p50"] == pytest.approx(0.5)
+    results = [{"target": "A", "url": "u", "load": "c=1", "summary": a}, {"target": "B", "url": "v", "load": "c=1", "summary": b}]
+    recs = {("A", "c=1"): [_rec(ttft=0.2)], ("B", "c=1"): [_rec(ttft=0.1)]}
+    paths = write_report(tmp_path, {"k": "v"}, results, [{"load": "c=1", "a": "A", "b": "B", "ratios": r}], recs)
+    data = json.loads(paths["json"].read_text())
+    assert data["ab"][0]["ratios"]["output_tokens_per_s"] == pytest.approx(2.0) and "A|c=1" in data["records"]
+    html = paths["html"].read_text()
+    assert "A/B ratios" in html and html.count("data:image/png;base64,") == 2
+    assert paths["levels.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_invocations() -> None:
+    with pytest.raises(BenchError, match="not both"):
+        _levels("1", "2", 10, 10)
+    with pytest.raises(BenchError, match="not both"):
+        _levels(None, None, 10, 10)
+    with pytest.raises(BenchError, match="positive"):
+        _levels("0", None, 10, 10)
+    assert [ld.name for ld in _levels(None, "0.5,2", 10, 10)] == ["rate=0.5/s", "rate=2/s"]
+    with pytest.raises(BenchError, match="one --url"):
+        _targets(["a", "b", "c"], [], [], "m")
+    with pytest.raises(BenchError, match="labels must differ"):
+        _targets(["a", "b"], [], ["x", "x"], "m")
+    assert [t.label for t in _targets(["a", "b"], ["k"], [], "m")] == ["A", "B"]
