@@ -284,3 +284,35 @@ def test_sigterm_drains_twenty_streams(tmp_path: Path) -> None:
     records = [db.record(gen_id) for gen_id, _ in results.values()]
     assert all(r is not None for r in records)
     assert sum(1 for r in records if r is not None and r.error) == ended
+
+
+def test_postgres_backed_server(postgres_url: str, tmp_path: Path) -> None:
+    """The same gateway on PostgreSQL (HERMES_DATABASE_URL for both `keys` and `serve`): keys,
+    401 for others, a streamed generation recorded and served back, credit spent."""
+    env = {"HERMES_DATABASE_URL": postgres_url, "HERMES_AUTH_REQUIRED": "1"}
+    key = _key(env, "--label", "pg", "--credit-limit", "5")
+    server = start_server(tmp_path, "postgres", env=env)
+    try:
+        assert httpx.post(server.v1 + "/chat/completions", json=BODY, timeout=30).status_code == 401
+        with httpx.stream(
+            "POST", server.v1 + "/chat/completions", json={**BODY, "stream": True}, headers=_auth(key), timeout=120
+        ) as r:
+            assert r.status_code == 200
+            gen_id = r.headers["X-Generation-Id"]
+            r.read()
+        deadline = time.monotonic() + 30
+        while True:  # records are written in batches; until then they are served from memory
+            got = httpx.get(server.api_v1 + "/generation", params={"id": gen_id}, headers=_auth(key), timeout=30)
+            if got.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        data = got.json()["data"]
+        assert data["id"] == gen_id and data["streamed"] is True and data["tokens_completion"] == 20
+        usage = httpx.get(server.api_v1 + "/key", headers=_auth(key), timeout=30).json()["data"]
+        assert usage["label"] == "pg" and usage["limit"] == 5 and usage["usage"] > 0
+    finally:
+        stop_server(server)
+    from server.gateway.db import Database
+
+    rec = Database(postgres_url).record(gen_id)  # flushed to PostgreSQL by the shutdown at the latest
+    assert rec is not None and rec.completion_tokens == 20 and rec.streamed
