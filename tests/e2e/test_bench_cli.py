@@ -32,7 +32,7 @@ def test_ab_run_writes_a_report(server: RunningServer, tmp_path: Path) -> None:
         assert s["ttft_ms"]["p50"] > 0 and s["itl_ms"]["p50"] > 0 and s["goodput_requests_per_s"] > 0
     assert [a["load"] for a in data["ab"]] == ["c=1", "c=3"] and data["ab"][0]["ratios"]["output_tokens_per_s"] > 0
     assert "A/B ratios" in (out / "report.html").read_text() and (out / "levels.png").stat().st_size > 1000
-    assert "api/v1" in r.stdout and "throughput x" in r.stdout
+    assert "c=3: api/v1  throughput x" in r.stdout  # the ratio line: b / a per level
 
 
 def test_open_loop_and_error_kinds(server: RunningServer, tmp_path: Path) -> None:
