@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from server.settings import load_settings
+from server.settings import REPO_ROOT, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted OpenRouter-compatible server for Hermes 4 70B.")
 
@@ -19,7 +19,6 @@ def _root() -> None:
     """Self-hosted OpenRouter-compatible server for Hermes 4 70B."""
 
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML profile, e.g. configs/tiny-cpu.yaml")]
 
 
@@ -33,7 +32,6 @@ def serve(
     import uvicorn
 
     from server.app import create_app
-    from server.download import locate
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
 
@@ -44,13 +42,7 @@ def serve(
     if problem is not None:
         typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
         raise typer.Exit(2)
-    # Weights first: a missing or half-downloaded checkpoint is reported here, in one line,
-    # instead of as an engine traceback minutes later.
-    local, missing = locate(settings.model.resolved_path(), settings.model.revision)
-    if local is None:
-        typer.echo(f"hermes-server: {missing}", err=True)
-        raise typer.Exit(2)
-    settings.model.path = str(local)  # serve from disk: no hub call at start-up
+    _use_local_weights(settings)
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)
@@ -87,7 +79,6 @@ def worker(
     master_addr: Annotated[str | None, typer.Option(help="address of node 0")] = None,
 ) -> None:
     """Run this node's engine ranks for a native multi-node profile (vLLM mp backend, no Ray)."""
-    from server.download import locate
     from server.engine.vllm_engine import run_headless_worker
 
     settings = _settings(config or _profile_from_env())
@@ -103,11 +94,7 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
-    local, missing = locate(settings.model.resolved_path(), settings.model.revision)
-    if local is None:
-        typer.echo(f"hermes-server: {missing}", err=True)
-        raise typer.Exit(2)
-    settings.model.path = str(local)
+    _use_local_weights(settings)
     run_headless_worker(settings)
 
 
@@ -168,7 +155,7 @@ def download(
         )
         columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, transient=False) as progress:
-            done = sum(f.size for f in needed.files if (dest / f.name).is_file() and (dest / f.name).stat().st_size == f.size)
+            done = sum(f.size for f in needed.files if f.complete_in(dest))
             # Partial files report their bytes when their transfer resumes.
             task = progress.add_task("download", total=needed.total_bytes, completed=done)
             path = fetch(repo, revision, dest, token, workers, lambda n: progress.advance(task, n), needed)
@@ -192,7 +179,6 @@ def pick_profile(
     """Print the profile that best fits this machine's GPUs (used by `make serve`); exit 2 and
     say why when none fits."""
     from server import planner
-    from server.settings import REPO_ROOT
 
     if gpus is None or gpu_mem_gib is None:
         found = planner.detect_gpus()
@@ -201,8 +187,7 @@ def pick_profile(
             raise typer.Exit(2)
         gpus = gpus if gpus is not None else found[0]
         gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
-    folder = configs if configs.is_absolute() or configs.exists() else REPO_ROOT / configs
-    name, lines = planner.pick_profile(folder, gpus, gpu_mem_gib)
+    name, lines = planner.pick_profile(_configs_dir(configs), gpus, gpu_mem_gib)
     if name is None or verbose:
         typer.echo(f"{gpus} GPU(s) x {gpu_mem_gib:.0f} GiB:", err=True)
         for line in lines:
@@ -319,6 +304,24 @@ def _draining_server_class() -> Any:
     return DrainingServer
 
 
+def _use_local_weights(settings: Any) -> None:
+    """Weights first: a missing or half-downloaded checkpoint is reported here, in one line,
+    instead of as an engine traceback minutes later; found weights are served from disk (no hub
+    call at start-up)."""
+    from server.download import locate
+
+    local, missing = locate(settings.model.resolved_path(), settings.model.revision)
+    if local is None:
+        typer.echo(f"hermes-server: {missing}", err=True)
+        raise typer.Exit(2)
+    settings.model.path = str(local)
+
+
+def _configs_dir(folder: Path = Path("configs")) -> Path:
+    """A profiles folder as given, else relative to the checkout (a cwd outside the repo)."""
+    return folder if folder.is_absolute() or folder.is_dir() else REPO_ROOT / folder
+
+
 def _profile_from_env() -> Path | None:
     """HERMES_PROFILE (a profile name in configs/ or a path) when --config is not given: the
     container and Kubernetes pick the profile by environment."""
@@ -331,7 +334,7 @@ def _profile_from_env() -> Path | None:
         from server import planner
 
         found = planner.detect_gpus()
-        picked = planner.pick_profile(Path("configs") if Path("configs").is_dir() else REPO_CONFIGS, *found)[0] if found else None
+        picked = planner.pick_profile(_configs_dir(), *found)[0] if found else None
         if picked is None:
             typer.echo("hermes-server: HERMES_PROFILE=auto: no GPU profile fits (see `hermes-server pick-profile`)", err=True)
             raise typer.Exit(2)

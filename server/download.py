@@ -52,6 +52,10 @@ class RemoteFile:
     name: str
     size: int
 
+    def complete_in(self, dest: Path) -> bool:
+        target = dest / self.name
+        return target.is_file() and target.stat().st_size == self.size
+
 
 @dataclass
 class Needed:
@@ -82,8 +86,7 @@ def plan_download(repo: str, revision: str | None, dest: Path, token: str | None
     files = [RemoteFile(i.filename, i.file_size or 0) for i in infos]
     fetch = 0
     for f in files:
-        target = dest / f.name
-        if not (target.is_file() and target.stat().st_size == f.size):
+        if not f.complete_in(dest):
             fetch += max(0, f.size - _partial_size(dest, f.name))
     return Needed(infos[0].commit_hash, files, sum(f.size for f in files), fetch)
 
@@ -120,7 +123,7 @@ def download(
     needed = needed or plan_download(repo, revision, dest, token)
     check_disk(dest, needed.to_fetch_bytes)
     dest.mkdir(parents=True, exist_ok=True)
-    todo = [f for f in needed.files if not ((dest / f.name).is_file() and (dest / f.name).stat().st_size == f.size)]
+    todo = [f for f in needed.files if not f.complete_in(dest)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for fut in [pool.submit(_fetch_file, repo, needed.commit, f, dest, token, on_progress) for f in todo]:
             fut.result()
@@ -143,7 +146,6 @@ def _fetch_file(
     headers = build_hf_headers(token=token)
     headers["Accept-Encoding"] = "identity"
     part_dir = dest / PARTIAL
-    part_dir.mkdir(parents=True, exist_ok=True)
     # The commit pins the content, so a part file of the same commit is the same bytes.
     part = part_dir / f"{f.name}.{commit[:12]}.part"
     part.parent.mkdir(parents=True, exist_ok=True)

@@ -83,13 +83,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
+        memory = url in ("sqlite://", "sqlite:///:memory:")
         if url.startswith("sqlite"):
             # One file shared by the server's worker threads and the CLI.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            if url in ("sqlite://", "sqlite:///:memory:"):
+            if memory:
                 kwargs["poolclass"] = StaticPool  # one in-memory database for every thread (tests)
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **kwargs)
-        if url.startswith("sqlite") and url not in ("sqlite://", "sqlite:///:memory:"):
+        if url.startswith("sqlite") and not memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
