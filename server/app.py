@@ -16,16 +16,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from server.engine.base import EngineClient
-from server.errors import error_body, install_error_handlers
+from server.errors import APIError, install_error_handlers, send_error
 from server.gateway.db import Database
-from server.gateway.gateway import Gateway, GatewayMiddleware
-from server.gateway.metrics import Metrics
-from server.gateway.stats import RecentStats
+from server.gateway.middleware import GatewayMiddleware
 from server.hermes.prompt import PromptRenderer
 from server.routes import account, chat, completions, health, models
 from server.settings import Settings
+from server.state import AppState, install_state
 
 log = logging.getLogger("hermes.app")
+
+# The API adapters: each adds its routes, and its POST paths are the ones the gateway admits.
+ADAPTERS = (chat, completions)
 
 
 class BodySizeLimit:
@@ -42,80 +44,63 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await send_error(send, self._error())
             return
         seen = 0
-        too_big = False
 
         async def limited_receive() -> Any:
-            nonlocal seen, too_big
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    too_big = True
                     raise _TooLarge()
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._reject(send)
+            await send_error(send, self._error())
 
-    async def _reject(self, send: Any) -> None:
-        import json
-
-        body = json.dumps(error_body(413, f"Request body larger than {self.max_bytes} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
+    def _error(self) -> APIError:
+        return APIError(413, f"Request body larger than {self.max_bytes} bytes")
 
 
 class _TooLarge(Exception):
     pass
 
 
-def fingerprint(settings: Settings) -> str:
-    import hashlib
-
-    e = settings.engine
-    key = f"{settings.model.resolved_path()}|{settings.model.revision}|{e.dtype}|{e.quantization}|{e.tensor_parallel_size}|{e.pipeline_parallel_size}"
-    return "fp_hermes_" + hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
 def create_app(
     settings: Settings, engine: EngineClient | None = None, renderer: PromptRenderer | None = None, db: Database | None = None
 ) -> FastAPI:
-    metrics = Metrics()
-    database = db if db is not None else Database(settings.database_url)
+    state = AppState(settings, db if db is not None else Database(settings.database_url), engine=engine, renderer=renderer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = app.state
         if state.engine is None:
             from server.engine.vllm_engine import VLLMEngine
 
             state.engine = VLLMEngine(settings)
-        metrics.bind_engine(state.engine.num_unfinished_requests, state.engine.kv_cache_usage)
-        state.gateway = Gateway(settings, metrics, database)
-        state.gateway.start()
-        task = asyncio.create_task(_start(app))
+        engine = state.engine
+        state.metrics.bind_engine(engine.num_unfinished_requests, engine.kv_cache_usage)
+        state.usage.start()
+        task = asyncio.create_task(_start(engine))
         try:
             yield
         finally:
-            state.draining = True
+            state.admission.draining = True
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await state.gateway.flush()
-            await state.engine.shutdown()
+            await state.usage.flush()
+            await engine.shutdown()
 
-    async def _start(app: FastAPI) -> None:
-        state = app.state
+    async def _start(engine: EngineClient) -> None:
         try:
             if state.renderer is None:
                 tok = settings.model.tokenizer or settings.model.resolved_path()
                 state.renderer = await asyncio.to_thread(PromptRenderer.from_path, tok, settings.model.revision)
-            await state.engine.start()
-            log.info("engine ready: %s (max_model_len=%d)", settings.model.served_name, state.engine.max_model_len)
+            await engine.start()
+            log.info("engine ready: %s (max_model_len=%d)", settings.model.served_name, engine.max_model_len)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -125,27 +110,17 @@ def create_app(
                 state.on_engine_failure()
 
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.renderer = renderer
-    app.state.metrics = metrics
-    app.state.draining = False
-    app.state.engine_error = None
-    app.state.on_engine_failure = None
-    # Identifies the deployment (server version, served model, parallelism) like OpenAI's field.
-    app.state.fingerprint = fingerprint(settings)
-    app.state.stats = RecentStats()
-    app.state.db = database
-    app.state.gateway = None
+    install_state(app, state)
     install_error_handlers(app)
-    for r in (health.router, chat.router, completions.router, models.router, account.router):
+    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router):
         app.include_router(r)
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics(_: Request) -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     # Outermost first: the body limit, then keys, limits and admission.
-    app.add_middleware(GatewayMiddleware, state=app.state)
+    generation_paths = frozenset(p for a in ADAPTERS for p in a.PATHS)
+    app.add_middleware(GatewayMiddleware, state=state, generation_paths=generation_paths)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

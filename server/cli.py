@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from server.constants import HF_REPO, HF_REPO_FP8, OPENROUTER_MODEL_ID
 from server.settings import REPO_ROOT, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted OpenRouter-compatible server for Hermes 4 70B.")
@@ -32,6 +32,7 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.gateway.drain import DrainingServer
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
 
@@ -46,7 +47,8 @@ def serve(
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)
-    server = _draining_server_class()(
+    state = api.state.hermes
+    server = DrainingServer(
         uvicorn.Config(
             api,
             host=settings.host,
@@ -55,8 +57,7 @@ def serve(
             timeout_graceful_shutdown=30,
             log_config=None,
         ),
-        api,
-        settings.gateway.drain_timeout_seconds,
+        state,
     )
     failed = False
 
@@ -65,10 +66,10 @@ def serve(
         failed = True
         server.should_exit = True
 
-    api.state.on_engine_failure = on_engine_failure
+    state.on_engine_failure = on_engine_failure
     server.run()
     if failed:
-        typer.echo(f"hermes-server: {api.state.engine_error}", err=True)
+        typer.echo(f"hermes-server: {state.engine_error}", err=True)
         sys.exit(1)
 
 
@@ -127,9 +128,7 @@ def plan(
 
 @app.command()
 def download(
-    repo: Annotated[str, typer.Option(help="Hugging Face repo: NousResearch/Hermes-4-70B or NousResearch/Hermes-4-70B-FP8")] = (
-        "NousResearch/Hermes-4-70B"
-    ),
+    repo: Annotated[str, typer.Option(help=f"Hugging Face repo: {HF_REPO} or {HF_REPO_FP8}")] = HF_REPO,
     revision: Annotated[str | None, typer.Option(help="branch, tag or commit (default: main)")] = None,
     dir: Annotated[
         Path | None, typer.Option("--dir", help="target folder (default: $HERMES_MODELS_DIR or ~/.cache/hermes-server/models)")
@@ -208,7 +207,7 @@ def bench(
     url: Annotated[list[str], typer.Option(help="base URL (…/v1 or …/api/v1); twice for an A/B run")],
     key: Annotated[list[str] | None, typer.Option(help="API key per URL (or set BENCH_KEY / OPENROUTER_API_KEY)")] = None,
     label: Annotated[list[str] | None, typer.Option(help="name per URL in the report")] = None,
-    model: Annotated[str, typer.Option(help="model id to send")] = "nousresearch/hermes-4-70b",
+    model: Annotated[str, typer.Option(help="model id to send")] = OPENROUTER_MODEL_ID,
     concurrency: Annotated[str | None, typer.Option(help="closed loop: comma-separated levels, e.g. 1,8,64")] = None,
     rate: Annotated[str | None, typer.Option(help="open loop: Poisson arrival rates in req/s, e.g. 0.5,2")] = None,
     requests: Annotated[int, typer.Option(help="requests per level and URL")] = 64,
@@ -264,44 +263,6 @@ def bench(
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
 app.add_typer(keys_app, name="keys")
-
-
-def _draining_server_class() -> Any:
-    import asyncio
-
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        """uvicorn, but the first SIGTERM/SIGINT drains instead of closing the listener: /ready
-        and new requests get 503 while in-flight work finishes (up to the drain timeout; the
-        rest is ended with the mid-stream error chunk and recorded). A second signal exits now."""
-
-        def __init__(self, config: Any, api: Any, drain_timeout: float) -> None:
-            super().__init__(config)
-            self.api, self.drain_timeout = api, drain_timeout
-            self._loop: asyncio.AbstractEventLoop | None = None
-            self._draining = False
-
-        async def startup(self, sockets: Any = None) -> None:
-            self._loop = asyncio.get_running_loop()
-            await super().startup(sockets)
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if self._draining or self._loop is None or self.api.state.gateway is None:
-                super().handle_exit(sig, frame)
-                return
-            self._draining = True
-            self.api.state.draining = True
-            logging.getLogger("hermes.app").info("signal %s: draining (up to %ss)", sig, self.drain_timeout)
-            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
-
-        async def _drain(self) -> None:
-            try:
-                await self.api.state.gateway.drain(self.drain_timeout)
-            finally:
-                self.should_exit = True
-
-    return DrainingServer
 
 
 def _use_local_weights(settings: Any) -> None:
@@ -410,7 +371,7 @@ def usage(config: ConfigOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from server.protocol.models import OPENROUTER_PRICES
+    from server.constants import OPENROUTER_PRICE_COMPLETION, OPENROUTER_PRICE_PROMPT
 
     db = _database(config)
     labels = {k.id: k.label for k in db.list_keys()}
@@ -420,7 +381,7 @@ def usage(config: ConfigOpt = None) -> None:
     total = at_or = 0.0
     for r in db.daily_summary():
         prompt, completion = int(r["prompt"] or 0), int(r["completion"] or 0)
-        openrouter = prompt * OPENROUTER_PRICES["prompt"] + completion * OPENROUTER_PRICES["completion"]
+        openrouter = prompt * OPENROUTER_PRICE_PROMPT + completion * OPENROUTER_PRICE_COMPLETION
         total += float(r["cost"] or 0)
         at_or += openrouter
         who = labels.get(r["key_id"], "(no key)") if r["key_id"] is not None else "(auth off)"

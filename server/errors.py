@@ -1,11 +1,14 @@
-"""OpenRouter-shaped errors: ``{"error": {"code": <status>, "message": str, "metadata": {...}}}``.
+"""One error type and one error writer.
 
-Every failure leaves the server through :class:`APIError` or one of the handlers installed by
-:func:`install_error_handlers`, so a client never sees an HTML page or a stack trace.
+Every failure leaves the server as an :class:`APIError`, written either by the exception handlers
+that :func:`install_error_handlers` puts on the app or, on the pure-ASGI paths (body limit,
+gateway), by :func:`send_error`; a client never sees an HTML page or a stack trace. The body is
+OpenRouter's shape, ``{"error": {"code": <status>, "message": str, "metadata": {...}}}``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,7 +22,8 @@ log = logging.getLogger("hermes.errors")
 
 
 class APIError(Exception):
-    """An error with an HTTP status, sent to the client in OpenRouter's shape."""
+    """An error with an HTTP status, sent to the client in OpenRouter's shape. ``reason`` labels
+    gateway refusals in the metrics (``auth``, ``capacity``, …)."""
 
     def __init__(
         self,
@@ -28,15 +32,22 @@ class APIError(Exception):
         *,
         metadata: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.metadata = metadata
-        self.headers = headers
+        self.headers = headers or {}
+        self.reason = reason
 
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.message, self.metadata)
+
+    @property
+    def client_mistake(self) -> bool:
+        """The request was wrong (not a timeout, overload or failure of ours)."""
+        return self.status < 500 and self.status not in (408, 429)
 
 
 def error_body(status: int, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,7 +58,15 @@ def error_body(status: int, message: str, metadata: dict[str, Any] | None = None
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+
+async def send_error(send: Any, exc: APIError) -> None:
+    """The same response as :func:`error_response`, written on a raw ASGI ``send``."""
+    body = json.dumps(exc.body()).encode()
+    headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def bad_request(message: str, **metadata: Any) -> APIError:
@@ -79,10 +98,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) and exc.detail else messages.get(exc.status_code, "error")
         if exc.status_code == 404:
             message = "Not found"
-        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
+        return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the log, never to the client.
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body(500, "Internal server error"), status_code=500)
+        return error_response(APIError(500, "Internal server error"))

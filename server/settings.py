@@ -20,8 +20,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from server.constants import HF_REPO, OPENROUTER_MODEL_ID, OPENROUTER_PRICE_COMPLETION, OPENROUTER_PRICE_PROMPT
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_ID = "nousresearch/hermes-4-70b"
 
 _profile_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("profile_path", default=None)
 
@@ -32,12 +33,12 @@ class _Section(BaseModel):
 
 class ModelSettings(_Section):
     # A local checkpoint folder, or a Hugging Face repo id resolved through the local HF cache.
-    path: str = "NousResearch/Hermes-4-70B"
+    path: str = HF_REPO
     revision: str | None = None
     tokenizer: str | None = None
     # The id clients send; OpenRouter's id by default so clients need no change.
-    served_name: str = DEFAULT_MODEL_ID
-    aliases: list[str] = Field(default_factory=lambda: ["NousResearch/Hermes-4-70B"])
+    served_name: str = OPENROUTER_MODEL_ID
+    aliases: list[str] = Field(default_factory=lambda: [HF_REPO])
 
     def resolved_path(self) -> str:
         p = Path(self.path)
@@ -92,8 +93,8 @@ class SamplingDefaults(_Section):
 class Pricing(_Section):
     """USD per token, as OpenRouter lists them (default: its listed price for this model)."""
 
-    prompt: float = Field(0.00000013, ge=0)
-    completion: float = Field(0.0000004, ge=0)
+    prompt: float = Field(OPENROUTER_PRICE_PROMPT, ge=0)
+    completion: float = Field(OPENROUTER_PRICE_COMPLETION, ge=0)
 
 
 class ReasoningSettings(_Section):
@@ -179,7 +180,7 @@ class Settings(BaseSettings):
 
     @property
     def model_names(self) -> list[str]:
-        names = [self.model.served_name, *self.model.aliases, DEFAULT_MODEL_ID, "NousResearch/Hermes-4-70B"]
+        names = [self.model.served_name, *self.model.aliases, OPENROUTER_MODEL_ID, HF_REPO]
         return list(dict.fromkeys(names))
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from server.constants import OPENROUTER_MODEL_ID
+
 # Common English words: each is one Llama 3 token with its leading space, so a prompt of n words
 # is close to n tokens on any Llama-3-tokenizer server without needing the tokenizer here.
 WORDS = [
@@ -354,7 +356,7 @@ class Target:
     label: str
     url: str  # base URL ending in /v1 or /api/v1
     key: str | None = None
-    model: str = "nousresearch/hermes-4-70b"
+    model: str = OPENROUTER_MODEL_ID
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ class StructuredOutput:
     structural_tag: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationOptions:
+    """Everything the engine needs to sample one request; built once per request (immutable)."""
+
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
@@ -68,7 +70,6 @@ class EngineDelta:
     finish_reason: str | None = None
     # The stop string or stop token id that ended generation, if any.
     stop_reason: int | str | None = None
-    num_prompt_tokens: int | None = None
     num_cached_tokens: int | None = None
 
 
@@ -95,8 +96,6 @@ class EngineClient(Protocol):
     def generate(self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str) -> AsyncIterator[EngineDelta]:
         """Stream deltas; closing the iterator early aborts the request in the engine."""
         ...
-
-    async def abort(self, request_id: str) -> None: ...
 
     def num_unfinished_requests(self) -> int: ...
 

@@ -41,9 +41,6 @@ class FakeEngine:
     async def shutdown(self) -> None:
         self._ready = False
 
-    async def abort(self, request_id: str) -> None:
-        self.running.discard(request_id)
-
     def num_unfinished_requests(self) -> int:
         return len(self.running)
 
@@ -59,7 +56,6 @@ class FakeEngine:
         ids = self.tokenizer.encode(reply, add_special_tokens=False)
         self.running.add(request_id)
         text_so_far = ""
-        first = True
         try:
             for n, tid in enumerate(ids, start=1):
                 if self.fail_after is not None and n > self.fail_after:
@@ -69,25 +65,23 @@ class FakeEngine:
                 hit = next((s for s in options.stop if s in candidate), None)
                 if hit is not None:
                     cut = candidate.index(hit)
-                    yield self._delta(candidate[len(text_so_far) : cut], [tid], "stop", hit, first, prompt_token_ids)
+                    yield self._delta(candidate[len(text_so_far) : cut], [tid], "stop", hit)
                     return
                 text_so_far = candidate
                 finish = "length" if n >= options.max_tokens else ("stop" if n == len(ids) else None)
-                yield self._delta(piece, [tid], finish, None, first, prompt_token_ids)
-                first = False
+                yield self._delta(piece, [tid], finish, None)
                 if finish:
                     return
         finally:
             self.running.discard(request_id)
 
     @staticmethod
-    def _delta(text: str, ids: list[int], finish: str | None, stop: str | None, first: bool, prompt: list[int]) -> EngineDelta:
+    def _delta(text: str, ids: list[int], finish: str | None, stop: str | None) -> EngineDelta:
         return EngineDelta(
             text=text,
             token_ids=ids,
             finished=finish is not None,
             finish_reason=finish,
             stop_reason=stop,
-            num_prompt_tokens=len(prompt) if first else None,
             num_cached_tokens=0 if finish else None,
         )

@@ -182,10 +182,6 @@ class VLLMEngine:
             engine, self._engine = self._engine, None
             await asyncio.to_thread(engine.shutdown)
 
-    async def abort(self, request_id: str) -> None:
-        if self._engine is not None:
-            await self._engine.abort(request_id)
-
     def num_unfinished_requests(self) -> int:
         if self._engine is None:
             return 0
@@ -220,7 +216,6 @@ class VLLMEngine:
             prompt = self._render(prompt_token_ids)
         except (ValueError, TypeError, VLLMValidationError) as exc:
             raise EngineRequestRejected(str(exc)) from exc
-        first = True
         try:
             async for out in self._engine.generate(
                 prompt, params, request_id, priority=options.priority, reasoning_ended=options.reasoning_ended
@@ -234,9 +229,6 @@ class VLLMEngine:
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
                 )
-                if first:
-                    delta.num_prompt_tokens = len(out.prompt_token_ids or prompt_token_ids)
-                    first = False
                 if out.finished or out.num_cached_tokens:
                     delta.num_cached_tokens = out.num_cached_tokens
                 yield delta

@@ -5,10 +5,11 @@ registered by vLLM in the process-wide default registry and are exported alongsi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from server.serving.record import UsageRecord
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -48,19 +49,18 @@ class Metrics:
         self.in_flight.set_function(lambda: float(in_flight()))
         self.queue_depth.set_function(lambda: float(waiting()))
 
-    def observe_generation(self, rec: dict[str, Any]) -> None:
-        outcome = "cancelled" if rec["cancelled"] else ("error" if rec["error"] else "ok")
+    def observe_generation(self, rec: UsageRecord) -> None:
+        outcome = "cancelled" if rec.cancelled else ("error" if rec.error else "ok")
         self.generations.labels(outcome=outcome).inc()
-        self.tokens.labels(kind="prompt").inc(rec["prompt_tokens"])
-        self.tokens.labels(kind="completion").inc(rec["completion_tokens"])
-        self.tokens.labels(kind="reasoning").inc(rec["reasoning_tokens"])
-        self.tokens.labels(kind="cached").inc(rec["cached_tokens"])
-        if rec["ttft_ms"] is not None:
-            self.ttft.observe(rec["ttft_ms"] / 1000)
-        if rec["latency_ms"] is not None:
-            self.e2e.observe(rec["latency_ms"] / 1000)
-            if rec["ttft_ms"] is not None and rec["completion_tokens"] > 1:
-                self.itl.observe((rec["latency_ms"] - rec["ttft_ms"]) / 1000 / (rec["completion_tokens"] - 1))
+        self.tokens.labels(kind="prompt").inc(rec.prompt_tokens)
+        self.tokens.labels(kind="completion").inc(rec.completion_tokens)
+        self.tokens.labels(kind="reasoning").inc(rec.reasoning_tokens)
+        self.tokens.labels(kind="cached").inc(rec.cached_tokens)
+        self.e2e.observe(rec.latency_ms / 1000)
+        if rec.ttft_ms is not None:
+            self.ttft.observe(rec.ttft_ms / 1000)
+            if rec.completion_tokens > 1:
+                self.itl.observe((rec.latency_ms - rec.ttft_ms) / 1000 / (rec.completion_tokens - 1))
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry)) + bytes(generate_latest(REGISTRY))

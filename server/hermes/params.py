@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.engine.base import GenerationOptions
+from server.engine.base import GenerationOptions, StructuredOutput
 from server.errors import APIError, bad_request
 from server.protocol.requests import SamplingFields
 from server.settings import SamplingDefaults
@@ -56,6 +56,7 @@ def build_options(
     stop_token_ids: list[int],
     vocab_size: int,
     logprobs: int | None = None,
+    structured: StructuredOutput | None = None,
 ) -> GenerationOptions:
     def pick(value: float | int | None, default: float | int) -> float:
         return float(default if value is None else value)
@@ -88,4 +89,5 @@ def build_options(
         logprobs=logprobs,
         min_tokens=min(req.min_tokens or 0, max_tokens),
         ignore_eos=bool(req.ignore_eos),
+        structured=structured,
     )

@@ -2,7 +2,7 @@
 
 Hand-written on purpose: vLLM ships no Hermes reasoning parser, and its ``deepseek_r1``/``qwen3``
 parsers misjudge Hermes 4 (they read the thinking system prompt's literal ``</think>`` as "reasoning
-ended", or treat a thinking-off answer as reasoning; see ../shared/reference/vllm.md). This parser
+ended", or treat a thinking-off answer as reasoning; see docs/VLLM.md). This parser
 judges only the output text of the request, so it is right whatever the prompt contains.
 
 One parser serves streaming and non-streaming (non-streaming is the stream, collected), and its

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.constants import DEFAULT_EFFORT, EFFORT_SHARE
 from server.errors import bad_request
 from server.protocol.requests import SamplingFields
-
-# Share of max_tokens that each effort may spend on reasoning (OpenRouter's documented ratios).
-EFFORT_SHARE = {"xhigh": 0.95, "max": 0.95, "high": 0.8, "medium": 0.5, "low": 0.2, "minimal": 0.1, "none": 0.0}
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class ReasoningPlan:
             return None
         if self.max_reasoning_tokens is not None:
             return min(self.max_reasoning_tokens, max_tokens)
-        return int(max_tokens * EFFORT_SHARE[self.effort or "medium"])
+        return int(max_tokens * EFFORT_SHARE[self.effort or DEFAULT_EFFORT])
 
 
 def plan_reasoning(req: SamplingFields, default_enabled: bool) -> ReasoningPlan:
@@ -59,6 +57,6 @@ def plan_reasoning(req: SamplingFields, default_enabled: bool) -> ReasoningPlan:
     return ReasoningPlan(
         enabled=True,
         exclude=exclude,
-        effort=effort or "medium",
+        effort=effort or DEFAULT_EFFORT,
         max_reasoning_tokens=r.max_tokens if r is not None else None,
     )

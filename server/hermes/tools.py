@@ -2,7 +2,7 @@
 answer → OpenAI ``tool_calls``; and the grammars that force calls through vLLM's structured outputs.
 
 The parser is hand-written because vLLM's ``hermes`` tool parser re-parses the whole text at each
-step and mis-streams arguments-first calls (../shared/reference/vllm.md). This one is incremental
+step and mis-streams arguments-first calls (docs/VLLM.md). This one is incremental
 and chunk-invariant: text outside calls passes through at once, a call is held until its closing
 tag (found only outside JSON strings, so arguments may contain ``</tool_call>``), then parsed as a
 whole. Either key order is accepted, so a call's name is only certain once its JSON closes; that
@@ -12,20 +12,18 @@ is why streamed calls are emitted when complete, not token by token.
 from __future__ import annotations
 
 import json
-import secrets
-import string
 from dataclasses import dataclass
 from typing import Any
 
+from server.constants import random_id
 from server.hermes.parser import TagSpacing, split_at_tag
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
-_ALNUM = string.ascii_letters + string.digits
 
 
 def call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+    return random_id("call_", 24)
 
 
 @dataclass

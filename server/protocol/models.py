@@ -1,7 +1,7 @@
 """Model records in OpenRouter's shapes, filled with this deployment's real values.
 
 The descriptive fields are OpenRouter's published record for ``nousresearch/hermes-4-70b``
-(../shared/reference/openrouter-model-record.json); context length, prices, quantization and the
+(docs/OPENROUTER.md); context length, prices, quantization and the
 parameter list come from the running profile, so the record never promises what is not served.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.settings import DEFAULT_MODEL_ID, Settings
+from server.constants import HF_REPO, OPENROUTER_MODEL_ID
+from server.settings import Settings
 
 NAME = "Nous: Hermes 4 70B"
 CREATED = 1756236182
-HUGGING_FACE_ID = "NousResearch/Hermes-4-70B"
 DESCRIPTION = (
     "Hermes 4 70B is a hybrid reasoning model from Nous Research, built on Meta-Llama-3.1-70B. It introduces the "
     "same hybrid mode as the larger 405B release, allowing the model to either respond directly or generate explicit "
@@ -24,8 +24,6 @@ DESCRIPTION = (
     "and structured outputs while maintaining general assistant performance. It supports JSON mode, schema adherence, "
     "function calling, and tool use, and is designed for greater steerability with reduced refusal rates."
 )
-# USD per token as listed by OpenRouter for this model (the default configured prices too).
-OPENROUTER_PRICES = {"prompt": 0.00000013, "completion": 0.0000004}
 ARCHITECTURE: dict[str, Any] = {
     "modality": "text->text",
     "input_modalities": ["text"],
@@ -86,8 +84,8 @@ def model_record(settings: Settings, context_length: int) -> dict[str, Any]:
     s = settings.sampling
     return {
         "id": model_id,
-        "canonical_slug": DEFAULT_MODEL_ID,
-        "hugging_face_id": HUGGING_FACE_ID,
+        "canonical_slug": OPENROUTER_MODEL_ID,
+        "hugging_face_id": HF_REPO,
         "name": NAME,
         "created": CREATED,
         "description": DESCRIPTION,

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from server.constants import Effort
+
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
 
 
@@ -89,7 +91,7 @@ class ResponseFormat(_Lenient):
 
 class Reasoning(_Lenient):
     enabled: bool | None = None
-    effort: Literal["xhigh", "max", "high", "medium", "low", "minimal", "none"] | None = None
+    effort: Effort | None = None
     max_tokens: int | None = Field(None, ge=0)
     exclude: bool | None = None
 
@@ -118,7 +120,7 @@ class SamplingFields(_Lenient):
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, ge=1)
     reasoning: Reasoning | None = None
-    reasoning_effort: Literal["xhigh", "max", "high", "medium", "low", "minimal", "none"] | None = None
+    reasoning_effort: Effort | None = None
     include_reasoning: bool | None = None
     # vLLM extensions that load generators send (`vllm bench serve`, `hermes-server bench`) to fix
     # output lengths: at least min_tokens; ignore_eos keeps going past end-of-turn to max_tokens.
@@ -135,6 +137,13 @@ class SamplingFields(_Lenient):
                 raise ValueError(f"key {key!r} is not a token id")
             if not -100 <= bias <= 100:
                 raise ValueError(f"bias for token {key} must be between -100 and 100")
+        return v
+
+    @field_validator("top_a")
+    @classmethod
+    def _top_a(cls, v: float | None) -> float | None:
+        if v:  # vLLM has no top-a sampler; 0 (off) is accepted
+            raise ValueError("top_a is not supported by this server (send 0 or leave it out)")
         return v
 
     @field_validator("n")
@@ -167,6 +176,20 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool | None = None
     suffix: str | None = None
+
+    @field_validator("echo")
+    @classmethod
+    def _echo(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("echo is not supported (the prompt is not repeated in the output)")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("suffix (fill-in-the-middle) is not supported by this model")
+        return v
 
     @field_validator("prompt")
     @classmethod

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from server.errors import APIError, bad_request
-from server.routes.common import settings_of
+from server.gateway.keys import KeyInfo
+from server.serving.record import UsageRecord, utcnow
+from server.state import AppState, app_state
 
 router = APIRouter()
 
@@ -29,7 +31,37 @@ async def key_info(request: Request) -> dict[str, Any]:
                 "rate_limit": None,
             }
         }
-    return {"data": await request.app.state.gateway.key_report(key)}
+    return {"data": await _key_report(app_state(request), key)}
+
+
+async def _key_report(state: AppState, key: KeyInfo) -> dict[str, Any]:
+    db = state.db
+    now = utcnow()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    week = day - dt.timedelta(days=day.weekday())
+    month = day.replace(day=1)
+
+    def sums() -> tuple[float, float, float, float]:
+        return db.spend(key.id), db.spend(key.id, day), db.spend(key.id, week), db.spend(key.id, month)
+
+    total, daily, weekly, monthly = await asyncio.to_thread(sums)
+    extra = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
+    total, daily, weekly, monthly = (v + extra for v in (total, daily, weekly, monthly))
+    return {
+        "label": key.label,
+        "limit": key.credit_limit,
+        "limit_remaining": None if key.credit_limit is None else max(0.0, key.credit_limit - total),
+        "limit_reset": None,
+        "include_byok_in_limit": False,
+        "usage": total,
+        "usage_daily": daily,
+        "usage_weekly": weekly,
+        "usage_monthly": monthly,
+        "byok_usage": 0,
+        "is_free_tier": False,
+        "is_provisioning_key": False,
+        "rate_limit": {"requests": key.rpm if key.rpm is not None else -1, "interval": "1m", "tokens_per_minute": key.tpm},
+    }
 
 
 def _iso(value: Any) -> str:
@@ -38,49 +70,52 @@ def _iso(value: Any) -> str:
     return str(value)
 
 
+def _api_type(route: str) -> str:
+    return "completions" if route.endswith("/completions") and "chat" not in route else "chat"
+
+
 @router.get("/api/v1/generation")
 async def generation(request: Request, id: str | None = None) -> dict[str, Any]:
     if not id:
         raise bad_request("query parameter id is required")
+    state = app_state(request)
     key = getattr(request.state, "api_key", None)
-    gateway = request.app.state.gateway
-    rec: dict[str, Any] | None = gateway.pending(id)
+    rec: UsageRecord | None = state.usage.pending(id)
     if rec is None:
-        row = await asyncio.to_thread(request.app.state.db.record, id)
-        rec = {c: getattr(row, c) for c in row.__table__.columns.keys()} if row is not None else None  # noqa: SIM118
+        row = await asyncio.to_thread(state.db.record, id)
+        rec = UsageRecord(**{c: getattr(row, c) for c in UsageRecord.stored_fields()}) if row is not None else None
     owner = key.id if key is not None else None
-    if rec is None or rec["key_id"] != owner:
+    if rec is None or rec.key_id != owner:
         raise APIError(404, f"Generation {id} not found")
-    latency = rec["latency_ms"]
-    ttft = rec["ttft_ms"]
+    latency, ttft = rec.latency_ms, rec.ttft_ms
     return {
         "data": {
-            "id": rec["id"],
-            "created_at": _iso(rec["created_at"]),
-            "model": rec["model"],
-            "total_cost": rec["cost"],
-            "usage": rec["cost"],
+            "id": rec.id,
+            "created_at": _iso(rec.created_at),
+            "model": rec.model,
+            "total_cost": rec.cost,
+            "usage": rec.cost,
             "is_byok": False,
             "upstream_inference_cost": None,
-            "provider_name": settings_of(request).provider_name,
-            "streamed": rec["streamed"],
-            "cancelled": rec["cancelled"],
+            "provider_name": state.settings.provider_name,
+            "streamed": rec.streamed,
+            "cancelled": rec.cancelled,
             "latency": round(ttft) if ttft is not None else None,
             "generation_time": round(latency - (ttft or 0)) if latency is not None else None,
-            "finish_reason": rec["finish_reason"],
-            "native_finish_reason": rec["native_finish_reason"],
-            "tokens_prompt": rec["prompt_tokens"],
-            "tokens_completion": rec["completion_tokens"],
-            "native_tokens_prompt": rec["prompt_tokens"],
-            "native_tokens_completion": rec["completion_tokens"],
-            "native_tokens_reasoning": rec["reasoning_tokens"],
-            "native_tokens_cached": rec["cached_tokens"],
+            "finish_reason": rec.finish_reason,
+            "native_finish_reason": rec.native_finish_reason,
+            "tokens_prompt": rec.prompt_tokens,
+            "tokens_completion": rec.completion_tokens,
+            "native_tokens_prompt": rec.prompt_tokens,
+            "native_tokens_completion": rec.completion_tokens,
+            "native_tokens_reasoning": rec.reasoning_tokens,
+            "native_tokens_cached": rec.cached_tokens,
             "num_media_prompt": None,
             "num_search_results": None,
-            "origin": rec["referer"] or "",
+            "origin": rec.referer or "",
             "app_id": None,
-            "app_name": rec["title"],
-            "api_type": "completions" if rec["route"].endswith("/completions") and "chat" not in rec["route"] else "chat",
-            "error": rec["error"],
+            "app_name": rec.title,
+            "api_type": _api_type(rec.route),
+            "error": rec.error,
         }
     }

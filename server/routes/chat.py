@@ -1,40 +1,94 @@
-"""POST /v1/chat/completions and /api/v1/chat/completions (one handler)."""
+"""Chat Completions adapter: POST /v1/chat/completions and /api/v1/chat/completions.
+
+Two jobs only: a ChatRequest becomes a generation plan, and the core's events become OpenRouter's
+chunks or one body."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from server.engine.base import EngineError, StructuredOutput, TokenLogprob
-from server.errors import APIError, bad_request
-from server.generation import Generation, engine_failure, midstream_error, with_keepalive
-from server.hermes.constraints import ToolPlan, plan_tools, response_format_constraint
+from server.engine.base import StructuredOutput
+from server.errors import bad_request
+from server.hermes.constraints import plan_tools, response_format_constraint
 from server.hermes.params import build_options
-from server.hermes.parser import Piece
 from server.hermes.reasoning import plan_reasoning
-from server.hermes.tools import ParsedCall, Text, ToolCallParser
+from server.protocol.openrouter import KEEPALIVE, chat_logprobs, midstream_error, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
-from server.protocol.responses import (
-    KEEPALIVE,
-    SSE_DONE,
-    chat_logprobs,
-    finish_reason,
-    reasoning_details,
-    sse,
-)
-from server.routes.common import check_model, engine_of, gateway_context, parse_body, response_base, settings_of, sse_response
+from server.routes.common import parse_body, request_info, response_base
+from server.serving.core import Collected, ServingCore
+from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, ReasoningText, ToolCall, Usage
+from server.serving.plan import GenerationPlan, make_plan
+from server.serving.sse import SSE_DONE, sse, sse_response
+from server.state import AppState, app_state
 
+PATHS = ("/v1/chat/completions", "/api/v1/chat/completions")
 router = APIRouter()
-log = logging.getLogger("hermes.chat")
 
 # Rendering a very long prompt (tens of thousands of tokens) takes long enough to stall other
 # streams; below this many characters it is cheaper to render inline than to hop threads.
 _RENDER_INLINE_CHARS = 20_000
+# Streamed tool-call arguments are sent in pieces of this many characters (clients concatenate).
+_ARG_PIECE = 32
+
+
+@router.post(PATHS[0])
+@router.post(PATHS[1])
+async def chat_completions(request: Request) -> Any:
+    req = await parse_body(request, ChatRequest)
+    state = app_state(request)
+    plan = await chat_plan(state, req, request)
+    base = response_base(state, plan)
+    headers = {"X-Generation-Id": plan.info.gen_id}
+    core = state.core()
+    if req.stream:
+        return sse_response(_chunks(core, plan, base), headers)
+    return JSONResponse(_body(core, plan, base, await core.collect(plan), bool(req.logprobs)), headers=headers)
+
+
+async def chat_plan(state: AppState, req: ChatRequest, request: Request) -> GenerationPlan:
+    settings = state.settings
+    info = request_info(request, req.model, "chat", req.stream)
+    reasoning = plan_reasoning(req, settings.reasoning.default_enabled)
+    tools = plan_tools(req)
+    whole = _structured(req)  # the extension constrains the whole output, reasoning included
+    structured = whole or tools.structured or response_format_constraint(req.response_format)
+    core = state.core()
+    renderer = core.renderer
+    messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
+    size = sum(len(str(m.get("content") or "")) for m in messages)
+
+    def render() -> Any:
+        return renderer.render_chat(
+            messages, tools=tools.offered, thinking=reasoning.enabled, keep_cots=settings.reasoning.keep_cots
+        )
+
+    prompt = await asyncio.to_thread(render) if size > _RENDER_INLINE_CHARS else render()
+    options = build_options(
+        req,
+        requested_max_tokens=req.max_completion_tokens or req.max_tokens,
+        prompt_tokens=len(prompt.token_ids),
+        max_model_len=core.engine.max_model_len,
+        defaults=settings.sampling,
+        stop_token_ids=renderer.stop_token_ids,
+        vocab_size=renderer.vocab_size,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        structured=structured,
+    )
+    return make_plan(
+        renderer,
+        info,
+        prompt.token_ids,
+        options,
+        reasoning=reasoning,
+        tools=tools,
+        start_in_reasoning=prompt.opens_reasoning,
+        grammar_covers_reasoning=whole is not None,
+    )
 
 
 def _structured(req: ChatRequest) -> StructuredOutput | None:
@@ -58,209 +112,77 @@ def _regex_escape(text: str) -> str:
     return "".join("\\" + ch if ch in r".^$*+?{}[]\|()" else ch for ch in text)
 
 
-@router.post("/v1/chat/completions")
-@router.post("/api/v1/chat/completions")
-async def chat_completions(request: Request) -> Any:
-    req = await parse_body(request, ChatRequest)
-    settings = settings_of(request)
-    model = check_model(request, req.model)
-    plan = plan_reasoning(req, settings.reasoning.default_enabled)
-    tools = plan_tools(req)
-    whole = _structured(req)  # the extension constrains the whole output, reasoning included
-    structured = whole or tools.structured or response_format_constraint(req.response_format)
-    engine, renderer = engine_of(request)
-
-    messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
-    size = sum(len(str(m.get("content") or "")) for m in messages)
-
-    def render() -> Any:
-        return renderer.render_chat(messages, tools=tools.offered, thinking=plan.enabled, keep_cots=settings.reasoning.keep_cots)
-
-    prompt = await asyncio.to_thread(render) if size > _RENDER_INLINE_CHARS else render()
-
-    top_n = req.top_logprobs or 0
-    options = build_options(
-        req,
-        requested_max_tokens=req.max_completion_tokens or req.max_tokens,
-        prompt_tokens=len(prompt.token_ids),
-        max_model_len=engine.max_model_len,
-        defaults=settings.sampling,
-        stop_token_ids=renderer.stop_token_ids,
-        vocab_size=renderer.vocab_size,
-        logprobs=top_n if req.logprobs else None,
-    )
-    options.structured = structured
-    gen_id, base, headers = response_base(request, model)
-    gen = Generation(
-        engine,
-        prompt.token_ids,
-        options,
-        gen_id,
-        base,
-        renderer,
-        settings,
-        top_n=top_n,
-        exclude_reasoning=plan.exclude,
-        **gateway_context(request, req.stream),
-        thinking_budget=plan.budget(options.max_tokens),
-        start_in_reasoning=prompt.opens_reasoning,
-        reasoning=plan.enabled and whole is None,
-    )
-    if req.stream:
-        return sse_response(_stream(gen, tools), headers)
-    return JSONResponse(await _collect(gen, tools, bool(req.logprobs)), headers=headers)
-
-
-class _Answer:
-    """Engine text → reasoning pieces, content pieces and tool calls, one path for collected and
-    streamed output: the reasoning split, then the tool-call parser on the content, then the
-    ``parallel_tool_calls`` rule. Kept calls are counted on the Generation (usage record)."""
-
-    def __init__(self, gen: Generation, tools: ToolPlan) -> None:
-        self.gen, self.tools = gen, tools
-        self.parser = ToolCallParser() if tools.parse else None
-
-    def feed(self, text: str) -> list[Piece | ParsedCall]:
-        return self._route(self.gen.splitter.feed(text))
-
-    def finish(self) -> list[Piece | ParsedCall]:
-        out = self._route(self.gen.splitter.finish())
-        if self.parser is not None:
-            out.extend(self._calls(self.parser.finish()))
-        return out
-
-    def _route(self, pieces: list[Piece]) -> list[Piece | ParsedCall]:
-        out: list[Piece | ParsedCall] = []
-        for p in pieces:
-            if p.kind == "reasoning" or self.parser is None:
-                out.append(p)
-            else:
-                out.extend(self._calls(self.parser.feed(p.text)))
-        return out
-
-    def _calls(self, items: list[Text | ParsedCall]) -> list[Piece | ParsedCall]:
-        out: list[Piece | ParsedCall] = []
-        for it in items:
-            if isinstance(it, Text):
-                out.append(Piece("content", it.text))
-            elif self.tools.parallel or self.gen.tool_calls == 0:
-                it.index = self.gen.tool_calls
-                self.gen.tool_calls += 1
-                out.append(it)
-        return out
-
-
-async def _collect(gen: Generation, tools: ToolPlan, want_logprobs: bool) -> dict[str, Any]:
-    reasoning: list[str] = []
-    content: list[str] = []
-    calls: list[ParsedCall] = []
-    logprobs: list[TokenLogprob] = []
-    answer = _Answer(gen, tools)
-
-    def take(items: list[Piece | ParsedCall]) -> None:
-        for it in items:
-            if isinstance(it, ParsedCall):
-                calls.append(it)
-            else:
-                (reasoning if it.kind == "reasoning" else content).append(it.text)
-
-    try:
-        async for d in gen.deltas():
-            gen.tally.add(d)
-            take(answer.feed(d.text))
-            logprobs.extend(d.logprobs or [])
-    except EngineError as exc:
-        raise engine_failure(exc) from exc
-    take(answer.finish())
-    reasoning_text = "".join(reasoning)
-    text = "".join(content)
+def _body(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], out: Collected, want_logprobs: bool) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": text if text or not calls else None,
+        "content": out.text if out.text or not out.tool_calls else None,
         "refusal": None,
-        "reasoning": reasoning_text or None,
+        "reasoning": out.reasoning or None,
     }
-    if reasoning_text:
-        message["reasoning_details"] = reasoning_details(reasoning_text)
-    if calls:
-        message["tool_calls"] = [c.openai() for c in calls]
-    return {
-        **gen.base,
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(gen.tally.native_finish, gen.tool_calls),
-                "native_finish_reason": gen.tally.native_finish,
-                "logprobs": chat_logprobs(logprobs, gen.top_n, gen.token_bytes) if want_logprobs else None,
-            }
-        ],
-        "usage": gen.tally.usage(),
+    if out.reasoning:
+        message["reasoning_details"] = reasoning_details(out.reasoning)
+    if out.tool_calls:
+        message["tool_calls"] = [c.openai() for c in out.tool_calls]
+    logprobs = chat_logprobs(out.logprobs, plan.top_logprobs, core.renderer.token_bytes) if want_logprobs else None
+    choice = {
+        "index": 0,
+        "message": message,
+        "finish_reason": out.finish.reason,
+        "native_finish_reason": out.finish.native,
+        "logprobs": logprobs,
     }
+    return {**base, "object": "chat.completion", "choices": [choice], "usage": usage_block(out.usage)}
 
 
-# Streamed tool-call arguments are sent in pieces of this many characters (clients concatenate).
-_ARG_PIECE = 32
-
-
-def _delta(item: Piece | ParsedCall) -> list[dict[str, Any]]:
+def _deltas(item: ReasoningText | AnswerText | ToolCall) -> list[dict[str, Any]]:
     """OpenAI chunk deltas for one piece of the answer."""
-    if isinstance(item, ParsedCall):
-        head = {"index": item.index, "id": item.id, "type": "function", "function": {"name": item.name, "arguments": ""}}
+    if isinstance(item, ToolCall):
+        c = item.call
+        head = {"index": c.index, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}
         out: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": [head]}]
-        args = item.arguments
-        for i in range(0, len(args), _ARG_PIECE):
-            piece = {"index": item.index, "function": {"arguments": args[i : i + _ARG_PIECE]}}
+        for i in range(0, len(c.arguments), _ARG_PIECE):
+            piece = {"index": c.index, "function": {"arguments": c.arguments[i : i + _ARG_PIECE]}}
             out.append({"role": "assistant", "tool_calls": [piece]})
         return out
-    if item.kind == "reasoning":
+    if isinstance(item, ReasoningText):
         return [{"role": "assistant", "content": "", "reasoning": item.text, "reasoning_details": reasoning_details(item.text)}]
     return [{"role": "assistant", "content": item.text}]
 
 
-async def _stream(gen: Generation, tools: ToolPlan) -> AsyncIterator[str]:
-    base = gen.base
-    answer = _Answer(gen, tools)
+_EMPTY = {"role": "assistant", "content": ""}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
-        return sse(
-            {
-                **base,
-                "object": "chat.completion.chunk",
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": delta,
-                        "finish_reason": finish_reason(finish, gen.tool_calls) if finish else None,
-                        "native_finish_reason": finish,
-                        "logprobs": logprobs,
-                    }
-                ],
-            }
-        )
 
-    def deltas(items: list[Piece | ParsedCall]) -> list[dict[str, Any]]:
-        return [d for it in items for d in _delta(it)]
+async def _chunks(core: ServingCore, plan: GenerationPlan, base: dict[str, Any]) -> AsyncIterator[str]:
+    obj = "chat.completion.chunk"
 
-    yield KEEPALIVE
-    try:
-        async for d in with_keepalive(gen.deltas(), gen.settings.stream_keepalive_seconds):
-            if d is None:
+    def chunk(delta: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> str:
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish.reason if finish else None,
+            "native_finish_reason": finish.native if finish else None,
+            "logprobs": logprobs,
+        }
+        return sse({**base, "object": obj, "choices": [choice]})
+
+    async for batch in core.stream(plan):
+        lp = None  # a batch's logprobs ride on its first chunk
+        for ev in batch:
+            if isinstance(ev, ReasoningText | AnswerText | ToolCall):
+                for delta in _deltas(ev):
+                    yield chunk(delta, lp)
+                    lp = None
+            elif isinstance(ev, Logprobs):
+                lp = chat_logprobs(ev.items, plan.top_logprobs, core.renderer.token_bytes)
+            elif isinstance(ev, KeepAlive):
                 yield KEEPALIVE
-                continue
-            gen.tally.add(d)
-            lp = chat_logprobs(d.logprobs, gen.top_n, gen.token_bytes) if d.logprobs is not None else None
-            out = deltas(answer.feed(d.text))
-            if lp is not None and not out:
-                out = [{"role": "assistant", "content": ""}]
-            for i, delta in enumerate(out):
-                yield chunk(delta, logprobs=lp if i == 0 else None)
-        for delta in deltas(answer.finish()):
-            yield chunk(delta)
-        yield chunk({"role": "assistant", "content": ""}, finish=gen.tally.native_finish)
-        yield sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": gen.tally.usage()})
-        yield SSE_DONE
-    except (EngineError, APIError) as exc:
-        yield midstream_error(exc, base, "chat.completion.chunk", {"delta": {"content": ""}})
-        yield SSE_DONE
+            elif isinstance(ev, Finish):
+                yield chunk(_EMPTY, finish=ev)
+            elif isinstance(ev, Usage):
+                yield sse({**base, "object": obj, "choices": [], "usage": usage_block(ev)})
+                yield SSE_DONE
+            elif isinstance(ev, Failure):
+                yield sse(midstream_error(ev.error, base, obj, {"delta": {"content": ""}}))
+                yield SSE_DONE
+        if lp is not None:
+            yield chunk(_EMPTY, lp)

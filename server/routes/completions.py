@@ -1,4 +1,4 @@
-"""POST /v1/completions and /api/v1/completions (legacy prompt API).
+"""Legacy Completions adapter: POST /v1/completions and /api/v1/completions.
 
 The prompt is sent to the model as is (no template). When the request carries a reasoning field
 (``reasoning``, ``reasoning_effort``, ``include_reasoning``) or the prompt ends inside an open
@@ -15,121 +15,102 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from server.engine.base import EngineError, TokenLogprob
-from server.errors import APIError
-from server.generation import Generation, engine_failure, midstream_error
 from server.hermes.params import build_options
 from server.hermes.parser import ends_inside_reasoning
 from server.hermes.reasoning import plan_reasoning
+from server.protocol.openrouter import KEEPALIVE, completion_logprobs, midstream_error, usage_block
 from server.protocol.requests import CompletionRequest
-from server.protocol.responses import SSE_DONE, completion_logprobs, normalise_finish, sse
-from server.routes.common import check_model, engine_of, gateway_context, parse_body, response_base, settings_of, sse_response
+from server.routes.common import parse_body, request_info, response_base
+from server.serving.core import ServingCore
+from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, ReasoningText, Usage
+from server.serving.plan import GenerationPlan, make_plan
+from server.serving.sse import SSE_DONE, sse, sse_response
+from server.state import AppState, app_state
 
+PATHS = ("/v1/completions", "/api/v1/completions")
 router = APIRouter()
+_OBJECT = "text_completion"
 
 
-@router.post("/v1/completions")
-@router.post("/api/v1/completions")
+@router.post(PATHS[0])
+@router.post(PATHS[1])
 async def completions(request: Request) -> Any:
     req = await parse_body(request, CompletionRequest)
-    settings = settings_of(request)
-    model = check_model(request, req.model)
+    state = app_state(request)
+    plan = completion_plan(state, req, request)
+    base = response_base(state, plan)
+    headers = {"X-Generation-Id": plan.info.gen_id}
+    core = state.core()
+    want_logprobs = req.logprobs is not None
+    if req.stream:
+        return sse_response(_chunks(core, plan, base, want_logprobs), headers)
+    out = await core.collect(plan)
+    choice = {
+        "index": 0,
+        "text": out.text,
+        "finish_reason": out.finish.reason,
+        "native_finish_reason": out.finish.native,
+        "logprobs": completion_logprobs(out.logprobs, plan.top_logprobs, 0) if want_logprobs else None,
+        "reasoning": out.reasoning or None,
+    }
+    return JSONResponse({**base, "object": _OBJECT, "choices": [choice], "usage": usage_block(out.usage)}, headers=headers)
+
+
+def completion_plan(state: AppState, req: CompletionRequest, request: Request) -> GenerationPlan:
+    info = request_info(request, req.model, "completions", req.stream)
     # The prompt is the caller's own: the profile's reasoning default cannot change it.
-    plan = plan_reasoning(req, default_enabled=False)
+    reasoning = plan_reasoning(req, default_enabled=False)
     inside = ends_inside_reasoning(req.prompt_text)
     split = inside or req.reasoning is not None or req.reasoning_effort is not None or req.include_reasoning is not None
-    engine, renderer = engine_of(request)
-    ids = renderer.encode_prompt(req.prompt_text)
+    core = state.core()
+    ids = core.renderer.encode_prompt(req.prompt_text)
     options = build_options(
         req,
         requested_max_tokens=req.max_tokens,
         prompt_tokens=len(ids),
-        max_model_len=engine.max_model_len,
-        defaults=settings.sampling,
-        stop_token_ids=renderer.stop_token_ids,
-        vocab_size=renderer.vocab_size,
+        max_model_len=core.engine.max_model_len,
+        defaults=state.settings.sampling,
+        stop_token_ids=core.renderer.stop_token_ids,
+        vocab_size=core.renderer.vocab_size,
         logprobs=req.logprobs,
     )
-    gen_id, base, headers = response_base(request, model)
-    gen = Generation(
-        engine,
-        ids,
-        options,
-        gen_id,
-        base,
-        renderer,
-        settings,
-        top_n=req.logprobs or 0,
-        exclude_reasoning=plan.exclude,
-        **gateway_context(request, req.stream),
-        thinking_budget=plan.budget(options.max_tokens),
-        start_in_reasoning=inside,
-    )
-    want_logprobs = req.logprobs is not None
-    if req.stream:
-        return sse_response(_stream(gen, want_logprobs, split), headers)
-    texts: list[str] = []
-    reasoning: list[str] = []
-    logprobs: list[TokenLogprob] = []
-    try:
-        async for d in gen.deltas():
-            gen.tally.add(d)
-            if split:
-                for p in gen.splitter.feed(d.text):
-                    (reasoning if p.kind == "reasoning" else texts).append(p.text)
-            else:
-                texts.append(d.text)
-            logprobs.extend(d.logprobs or [])
-    except EngineError as exc:
-        raise engine_failure(exc) from exc
-    for p in gen.splitter.finish() if split else []:
-        (reasoning if p.kind == "reasoning" else texts).append(p.text)
-    choice = {
-        "index": 0,
-        "text": "".join(texts),
-        "finish_reason": normalise_finish(gen.tally.native_finish),
-        "native_finish_reason": gen.tally.native_finish,
-        "logprobs": completion_logprobs(logprobs, gen.top_n, 0) if want_logprobs else None,
-        "reasoning": "".join(reasoning) or None,
-    }
-    return JSONResponse({**base, "object": "text_completion", "choices": [choice], "usage": gen.tally.usage()}, headers=headers)
+    return make_plan(core.renderer, info, ids, options, reasoning=reasoning, start_in_reasoning=inside, split_reasoning=split)
 
 
-async def _stream(gen: Generation, want_logprobs: bool, split: bool) -> AsyncIterator[str]:
-    offset = 0
+async def _chunks(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], want_logprobs: bool) -> AsyncIterator[str]:
+    offset = 0  # characters of output so far (text_offset of the next token)
 
-    def chunk(text: str, finish: str | None = None, logprobs: Any = None, reasoning: str | None = None) -> str:
+    def chunk(text: str, logprobs: Any = None, reasoning: str | None = None, finish: Finish | None = None) -> str:
         choice = {
             "index": 0,
             "text": text,
-            "finish_reason": normalise_finish(finish),
-            "native_finish_reason": finish,
+            "finish_reason": finish.reason if finish else None,
+            "native_finish_reason": finish.native if finish else None,
             "logprobs": logprobs,
             "reasoning": reasoning,
         }
-        return sse({**gen.base, "object": "text_completion", "choices": [choice]})
+        return sse({**base, "object": _OBJECT, "choices": [choice]})
 
-    def pieces(text: str, final: bool = False) -> list[tuple[str, str | None]]:
-        if not split:
-            return [(text, None)] if text else []
-        got = gen.splitter.finish() if final else gen.splitter.feed(text)
-        return [("", p.text) if p.kind == "reasoning" else (p.text, None) for p in got]
-
-    try:
-        async for d in gen.deltas():
-            gen.tally.add(d)
-            lp = completion_logprobs(d.logprobs or [], gen.top_n, offset) if want_logprobs else None
-            offset += len(d.text)
-            out = pieces(d.text)
-            if lp and not out:
-                out = [("", None)]
-            for i, (text, reasoning) in enumerate(out):
-                yield chunk(text, logprobs=lp if i == 0 else None, reasoning=reasoning)
-        for text, reasoning in pieces("", final=True):
-            yield chunk(text, reasoning=reasoning)
-        yield chunk("", finish=gen.tally.native_finish)
-        yield sse({**gen.base, "object": "text_completion", "choices": [], "usage": gen.tally.usage()})
-        yield SSE_DONE
-    except (EngineError, APIError) as exc:
-        yield midstream_error(exc, gen.base, "text_completion", {"text": ""})
-        yield SSE_DONE
+    async for batch in core.stream(plan):
+        lp = None  # a batch's logprobs ride on its first chunk
+        for ev in batch:
+            if isinstance(ev, AnswerText | ReasoningText):
+                is_reasoning = isinstance(ev, ReasoningText)
+                yield chunk("" if is_reasoning else ev.text, lp, ev.text if is_reasoning else None)
+                lp = None
+            elif isinstance(ev, Logprobs):
+                if want_logprobs:
+                    lp = completion_logprobs(ev.items, plan.top_logprobs, offset)
+                offset += sum(len(it.token) for it in ev.items)
+            elif isinstance(ev, KeepAlive):
+                yield KEEPALIVE
+            elif isinstance(ev, Finish):
+                yield chunk("", finish=ev)
+            elif isinstance(ev, Usage):
+                yield sse({**base, "object": _OBJECT, "choices": [], "usage": usage_block(ev)})
+                yield SSE_DONE
+            elif isinstance(ev, Failure):
+                yield sse(midstream_error(ev.error, base, _OBJECT, {"text": ""}))
+                yield SSE_DONE
+        if lp:
+            yield chunk("", lp)

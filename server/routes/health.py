@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from server.errors import error_body
+from server.errors import APIError, error_response
+from server.state import app_state
 
 router = APIRouter()
 
@@ -17,11 +18,7 @@ async def health() -> JSONResponse:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    state = request.app.state
-    engine = state.engine
-    if state.draining:
-        return JSONResponse(error_body(503, "draining"), status_code=503)
-    if engine is None or not engine.ready:
-        reason = state.engine_error or "engine starting"
-        return JSONResponse(error_body(503, reason), status_code=503)
+    problem = app_state(request).not_ready()
+    if problem is not None:
+        return error_response(APIError(503, problem))
     return JSONResponse({"status": "ready"})

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from server.serving.keepalive import with_keepalive
 
 from server.engine.base import EngineDelta
-from server.generation import with_keepalive
 
 
 async def _source(delays: list[float], log: list[str], fail_at: int | None = None):
@@ -25,7 +25,7 @@ async def _source(delays: list[float], log: list[str], fail_at: int | None = Non
 
 async def test_items_in_order_with_ticks_in_silences() -> None:
     log: list[str] = []
-    out = [d.text if d else None async for d in with_keepalive(_source([0, 0, 0.35, 0], log), 0.1)]
+    out = [d.text if d else None async for d in with_keepalive(_source([0, 0, 0.35, 0], log), 0.1, None)]
     assert [x for x in out if x is not None] == ["0", "1", "2", "3"]
     i2 = out.index("2")
     assert 2 <= out[:i2].count(None) <= 4 and out.index("1") < i2  # ticks only in the 0.35 s gap
@@ -36,7 +36,7 @@ async def test_error_reaches_the_consumer_after_earlier_items() -> None:
     log: list[str] = []
     got: list[str] = []
     with pytest.raises(RuntimeError, match="engine died"):
-        async for d in with_keepalive(_source([0, 0, 0], log, fail_at=2), 1.0):
+        async for d in with_keepalive(_source([0, 0, 0], log, fail_at=2), 1.0, None):
             if d is not None:
                 got.append(d.text)
     assert got == ["0", "1"] and log[-1] == "closed"
@@ -44,7 +44,7 @@ async def test_error_reaches_the_consumer_after_earlier_items() -> None:
 
 async def test_pulls_only_what_is_read_and_closes_on_early_exit() -> None:
     log: list[str] = []
-    gen = with_keepalive(_source([0] * 10, log), 1.0)
+    gen = with_keepalive(_source([0] * 10, log), 1.0, None)
     first = await gen.__anext__()
     await asyncio.sleep(0.05)
     assert first is not None and first.text == "0"

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openrouter import components, operations
+from server.serving.engine_source import FORCED_CLOSE
 
 from server.app import create_app
 from server.engine.fake import FakeEngine
 from server.gateway.stats import RecentStats, percentiles
-from server.generation import FORCED_CLOSE
 from server.hermes.parser import ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
 from server.protocol.models import SUPPORTED_PARAMETERS, price
@@ -97,7 +97,7 @@ def test_every_listed_parameter_is_honoured(client: TestClient, name: str) -> No
         body.update(tools=TOOLS, tool_choice="required")
     r = client.post(CHAT, json=body)
     assert r.status_code == 200, r.text
-    options = client.app.state.engine.last_options  # type: ignore[attr-defined]
+    options = client.app.state.hermes.engine.last_options  # type: ignore[attr-defined]
     seen = {
         "frequency_penalty": options.frequency_penalty == 0.5,
         "include_reasoning": r.json()["choices"][0]["message"] is not None,
@@ -119,7 +119,7 @@ def test_every_listed_parameter_is_honoured(client: TestClient, name: str) -> No
         "response_format": options.structured is not None and options.structured.json_object,
         "structured_outputs": options.structured is not None and options.structured.regex == "[a-z]+",
         "tool_choice": options.structured is not None and options.structured.structural_tag is not None,
-        "tools": "<tools>" in client.app.state.renderer.tokenizer.decode(client.app.state.engine.last_prompt),  # type: ignore[attr-defined]
+        "tools": "<tools>" in client.app.state.hermes.renderer.tokenizer.decode(client.app.state.hermes.engine.last_prompt),  # type: ignore[attr-defined]
     }
     assert seen[name]
 

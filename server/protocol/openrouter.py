@@ -1,0 +1,74 @@
+"""Pieces of OpenRouter's (OpenAI-compatible) chat and completion bodies: plain dicts, straight
+to JSON. Shared by the chat and legacy-completions adapters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.constants import random_id
+from server.engine.base import TokenLogprob
+from server.serving.events import Usage
+from server.serving.sse import sse_comment
+
+# OpenRouter's own keep-alive comment: clients and proxies know to skip it.
+KEEPALIVE = sse_comment("OPENROUTER PROCESSING")
+
+
+def generation_id(now: float | None = None) -> str:
+    """``gen-<unix>-<20 alphanumerics>``, OpenRouter's id format."""
+    return random_id(f"gen-{int(now if now is not None else time.time())}-", 20)
+
+
+def chat_logprobs(items: list[TokenLogprob], top_n: int, token_bytes: Callable[[int], bytes]) -> dict[str, Any]:
+    def entry(token_id: int, token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token_bytes(token_id))}
+
+    content = []
+    for it in items:
+        e = entry(it.token_id, it.token, it.logprob)
+        e["top_logprobs"] = [entry(tid, tok, lp) for tid, tok, lp in it.top[:top_n]]
+        content.append(e)
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(items: list[TokenLogprob], top_n: int, offset: int) -> dict[str, Any]:
+    tokens, token_logprobs, tops, offsets = [], [], [], []
+    pos = offset
+    for it in items:
+        tokens.append(it.token)
+        token_logprobs.append(it.logprob)
+        tops.append({tok: lp for _, tok, lp in it.top[:top_n]} if top_n else None)
+        offsets.append(pos)
+        pos += len(it.token)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
+def usage_block(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "cost": u.cost,
+        "is_byok": False,
+        "cost_details": {
+            "upstream_inference_cost": None,
+            "upstream_inference_prompt_cost": u.prompt_cost,
+            "upstream_inference_completions_cost": u.completion_cost,
+        },
+    }
+
+
+def reasoning_details(text: str) -> list[dict[str, Any]]:
+    return [{"type": "reasoning.text", "text": text, "format": "unknown", "index": 0}]
+
+
+def midstream_error(error: Any, base: dict[str, Any], obj: str, empty_choice: dict[str, Any]) -> dict[str, Any]:
+    """OpenRouter's in-band error once a stream's headers are sent: an ``error`` object and a
+    choice finishing with ``error`` (HTTP status stays 200)."""
+    payload = {**base, "object": obj, **error.body()}
+    payload["choices"] = [{"index": 0, **empty_choice, "finish_reason": "error", "native_finish_reason": "error"}]
+    return payload

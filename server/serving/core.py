@@ -1,0 +1,217 @@
+"""Runs a plan: the engine deltas under the request deadline, turned into events, with
+keep-alives, drain, client-disconnect abort and the usage record, once for every API.
+The non-streamed answer is the same stream, collected (:meth:`ServingCore.collect`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from server.engine.base import EngineClient, EngineError, TokenLogprob
+from server.errors import APIError
+from server.hermes.prompt import PromptRenderer
+from server.hermes.tools import ParsedCall
+from server.serving.engine_source import plan_deltas
+from server.serving.events import (
+    AnswerText,
+    Batch,
+    Failure,
+    Finish,
+    KeepAlive,
+    Logprobs,
+    ReasoningText,
+    ToolCall,
+    Usage,
+)
+from server.serving.keepalive import with_keepalive
+from server.serving.output import OutputRouter
+from server.serving.plan import GenerationPlan
+from server.serving.record import GenerationObserver, UsageRecord, utcnow
+from server.serving.tally import Tally
+
+# OpenRouter normalises finish reasons; the engine's own word goes to native_finish_reason.
+_FINISH = {"stop": "stop", "length": "length", "abort": "stop", "tool_calls": "tool_calls", "error": "error"}
+
+
+def finish_reason(native: str | None, tool_calls: int = 0) -> str | None:
+    """OpenRouter's finish reason: ``tool_calls`` when a turn that stopped made calls."""
+    if tool_calls and native == "stop":
+        return "tool_calls"
+    return None if native is None else _FINISH.get(native, native)
+
+
+def engine_failure(exc: EngineError) -> APIError:
+    return APIError(502, f"The model failed to generate: {exc}")
+
+
+@dataclass
+class Collected:
+    """A whole answer: what a non-streamed response is built from."""
+
+    reasoning: str
+    text: str
+    tool_calls: list[ParsedCall]
+    logprobs: list[TokenLogprob]
+    finish: Finish
+    usage: Usage
+    # Pieces in the order the model produced them (APIs whose bodies keep that order).
+    pieces: list[ReasoningText | AnswerText | ToolCall] = field(default_factory=list)
+
+
+class ServingCore:
+    def __init__(
+        self,
+        engine: EngineClient,
+        renderer: PromptRenderer,
+        *,
+        price_prompt: float,
+        price_completion: float,
+        keepalive_seconds: float,
+        timeout_seconds: float | None,
+        observer: GenerationObserver | None = None,
+    ) -> None:
+        self.engine, self.renderer, self.observer = engine, renderer, observer
+        self.prices = (price_prompt, price_completion)
+        self.keepalive_seconds = keepalive_seconds
+        self.timeout_seconds = timeout_seconds
+
+    def stream(self, plan: GenerationPlan) -> AsyncIterator[Batch]:
+        """The plan's event batches, with a keep-alive first and whenever nothing comes."""
+        return with_keepalive(_Run(self, plan).batches(first=[KeepAlive()]), self.keepalive_seconds, [KeepAlive()])
+
+    async def collect(self, plan: GenerationPlan) -> Collected:
+        """The whole answer; a failure is raised as its APIError."""
+        reasoning: list[str] = []
+        text: list[str] = []
+        pieces: list[ReasoningText | AnswerText | ToolCall] = []
+        logprobs: list[TokenLogprob] = []
+        finish: Finish | None = None
+        usage: Usage | None = None
+        async for batch in _Run(self, plan).batches():
+            for ev in batch:
+                if isinstance(ev, AnswerText):
+                    text.append(ev.text)
+                    pieces.append(ev)
+                elif isinstance(ev, ReasoningText):
+                    reasoning.append(ev.text)
+                    pieces.append(ev)
+                elif isinstance(ev, ToolCall):
+                    pieces.append(ev)
+                elif isinstance(ev, Logprobs):
+                    logprobs.extend(ev.items)
+                elif isinstance(ev, Finish):
+                    finish = ev
+                elif isinstance(ev, Usage):
+                    usage = ev
+                elif isinstance(ev, Failure):
+                    raise ev.error
+        assert finish is not None and usage is not None
+        calls = [p.call for p in pieces if isinstance(p, ToolCall)]
+        return Collected("".join(reasoning), "".join(text), calls, logprobs, finish, usage, pieces)
+
+
+class _Run:
+    """One plan on its way through the engine; stoppable by the drain."""
+
+    def __init__(self, core: ServingCore, plan: GenerationPlan) -> None:
+        self.core, self.plan = core, plan
+        self._stop_reason: str | None = None
+        self._deadline: asyncio.Timeout | None = None
+
+    def stop(self, reason: str) -> None:
+        """End this generation now (server drain): it fails with a 503, sent in-band on streams,
+        and is recorded like any other."""
+        self._stop_reason = reason
+        if self._deadline is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time())
+
+    def _stopped(self) -> APIError:
+        return APIError(503, "Server is shutting down: generation ended early")
+
+    async def batches(self, first: Batch | None = None) -> AsyncIterator[Batch]:
+        core, plan = self.core, self.plan
+        loop = asyncio.get_running_loop()
+        created, start = utcnow(), time.monotonic()
+        timeout = core.timeout_seconds
+        deadline = loop.time() + timeout if timeout is not None else None
+        router = OutputRouter(plan.output)
+        tally = Tally(len(plan.prompt_ids), core.renderer.token_bytes, plan.output.start_in_reasoning)
+        failure: APIError | None = None
+        cancelled = False
+        source = plan_deltas(core.engine, core.renderer, plan)
+        if core.observer is not None:
+            core.observer.started(self)
+        try:
+            if first is not None:
+                yield first
+            while True:
+                if self._stop_reason is not None:
+                    raise self._stopped()
+                try:
+                    async with asyncio.timeout_at(deadline) as cm:
+                        self._deadline = cm
+                        d = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    if self._stop_reason is not None:
+                        raise self._stopped() from exc
+                    raise APIError(408, f"Request timed out after {timeout:g} s") from exc
+                finally:
+                    self._deadline = None
+                tally.add(d, time.monotonic())
+                batch: Batch = [Logprobs(d.logprobs)] if d.logprobs is not None else []
+                batch.extend(router.feed(d.text))
+                if batch:
+                    yield batch
+            end: Batch = list(router.finish())
+            stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
+            end.append(
+                Finish(finish_reason(tally.native_finish, router.tool_calls) or "stop", tally.native_finish, stop_sequence)
+            )
+            end.append(tally.usage(*core.prices))
+            yield end
+        except (EngineError, APIError) as exc:
+            failure = engine_failure(exc) if isinstance(exc, EngineError) else exc
+            yield [Failure(failure)]
+        except (GeneratorExit, asyncio.CancelledError):
+            cancelled = True
+            raise
+        finally:
+            await source.aclose()  # type: ignore[attr-defined]
+            if core.observer is not None:
+                core.observer.finished(self, self._record(created, start, tally, router, failure, cancelled))
+
+    def _record(
+        self, created: dt.datetime, start: float, tally: Tally, router: OutputRouter, failure: APIError | None, cancelled: bool
+    ) -> UsageRecord:
+        info = self.plan.info
+        end = time.monotonic()
+        u = tally.usage(*self.core.prices)
+        ttft = tally.first_token_at - start if tally.first_token_at is not None else None
+        finish = "error" if failure else ("cancelled" if cancelled else finish_reason(tally.native_finish, router.tool_calls))
+        return UsageRecord(
+            id=info.gen_id,
+            created_at=created,
+            model=info.model,
+            route=info.route,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            cached_tokens=u.cached_tokens,
+            cost=u.cost,
+            latency_ms=round((end - start) * 1000, 3),
+            ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
+            finish_reason=finish,
+            native_finish_reason=tally.native_finish,
+            streamed=info.streamed,
+            cancelled=cancelled,
+            error=failure.message[:500] if failure else None,
+            key_id=info.key_id,
+            referer=info.referer,
+            title=info.title,
+            client_mistake=failure is not None and failure.client_mistake,
+        )

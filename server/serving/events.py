@@ -1,0 +1,83 @@
+"""What running a plan yields: typed events, grouped in batches.
+
+One batch per engine step (the engine may hand over several tokens at once; they stay together so
+an adapter can send them as one chunk), one batch for the end of the answer, and a batch holding a
+lone :class:`KeepAlive` while nothing is produced. A batch's :class:`Logprobs`, when there is one,
+comes first and belongs to the batch's tokens. A stream ends with ``Finish`` + ``Usage``, or with
+``Failure`` (nothing after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.engine.base import TokenLogprob
+from server.errors import APIError
+from server.hermes.tools import ParsedCall
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningText:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class AnswerText:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A complete tool call (its name is only certain once its JSON closes)."""
+
+    call: ParsedCall
+
+
+@dataclass(slots=True, frozen=True)
+class Logprobs:
+    items: list[TokenLogprob]
+
+
+@dataclass(slots=True, frozen=True)
+class KeepAlive:
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Finish:
+    """``reason``: OpenRouter's word (stop, length, tool_calls, error); ``native``: the engine's own.
+    ``stop_sequence``: the stop string that ended the answer, when one did."""
+
+    reason: str
+    native: str | None
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    prompt_cost: float
+    completion_cost: float
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost(self) -> float:
+        return round(self.prompt_cost + self.completion_cost, 12)
+
+
+@dataclass(slots=True, frozen=True)
+class Failure:
+    """The generation failed after it started (engine failure, timeout, drain): the last event."""
+
+    error: APIError
+
+
+Piece = ReasoningText | AnswerText | ToolCall
+Event = Piece | Logprobs | KeepAlive | Finish | Usage | Failure
+Batch = list[Event]

@@ -1,0 +1,60 @@
+"""The usage record every started generation leaves (finished, failed, timed out, cancelled,
+drained): one typed record for the database, the metrics, the limits and the log line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    id: str
+    created_at: dt.datetime  # UTC, naive (the database's convention)
+    model: str
+    route: str
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_tokens: int
+    cost: float
+    latency_ms: float
+    ttft_ms: float | None
+    finish_reason: str | None
+    native_finish_reason: str | None
+    streamed: bool
+    cancelled: bool
+    error: str | None
+    key_id: int | None = None
+    referer: str | None = None
+    title: str | None = None
+    # Not stored: a failure that was the client's own mistake does not count against uptime.
+    client_mistake: bool = False
+
+    def row(self) -> dict[str, Any]:
+        """The stored columns."""
+        out = asdict(self)
+        out.pop("client_mistake")
+        return out
+
+    @classmethod
+    def stored_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "client_mistake"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Stoppable(Protocol):
+    def stop(self, reason: str) -> None: ...
+
+
+class GenerationObserver(Protocol):
+    """What the core tells the rest of the server about each generation (the gateway listens:
+    drain needs the running ones, limits and the database the records)."""
+
+    def started(self, run: Stoppable) -> None: ...
+
+    def finished(self, run: Stoppable, record: UsageRecord) -> None: ...

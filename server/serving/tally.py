@@ -1,0 +1,44 @@
+"""What a generation produced, counted exactly: the same figures feed the usage event, the
+response bodies and the usage record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from server.engine.base import EngineDelta
+from server.hermes.parser import reasoning_token_count
+from server.serving.events import Usage
+
+
+class Tally:
+    def __init__(self, prompt_tokens: int, token_bytes: Callable[[int], bytes], start_in_reasoning: bool) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.token_ids: list[int] = []
+        self.cached_tokens = 0
+        self.native_finish: str | None = None
+        self.stop_reason: int | str | None = None
+        self.first_token_at: float | None = None
+        self._token_bytes = token_bytes
+        self._start_in_reasoning = start_in_reasoning
+
+    def add(self, d: EngineDelta, now: float) -> None:
+        if d.token_ids:
+            if self.first_token_at is None:
+                self.first_token_at = now
+            self.token_ids.extend(d.token_ids)
+        if d.num_cached_tokens is not None:
+            self.cached_tokens = d.num_cached_tokens
+        if d.finished:
+            self.native_finish = d.finish_reason
+            self.stop_reason = d.stop_reason
+
+    def usage(self, price_prompt: float, price_completion: float) -> Usage:
+        completion = len(self.token_ids)
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=completion,
+            cached_tokens=min(self.cached_tokens, self.prompt_tokens),
+            reasoning_tokens=reasoning_token_count(self.token_ids, self._token_bytes, self._start_in_reasoning),
+            prompt_cost=round(self.prompt_tokens * price_prompt, 12),
+            completion_cost=round(completion * price_completion, 12),
+        )

@@ -1,0 +1,123 @@
+"""The application's state, typed: settings, engine, renderer, gateway parts and figures, with
+the one readiness check and the one model-name check every route uses."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+
+from server.engine.base import EngineClient
+from server.errors import APIError, bad_request
+from server.gateway.admission import Admission
+from server.gateway.db import Database
+from server.gateway.keys import KeyStore
+from server.gateway.limits import Limits
+from server.gateway.metrics import Metrics
+from server.gateway.stats import RecentStats
+from server.gateway.usage import UsageLog
+from server.hermes.prompt import PromptRenderer
+from server.serving.core import ServingCore
+from server.serving.record import Stoppable, UsageRecord
+from server.settings import Settings
+
+
+def fingerprint(settings: Settings) -> str:
+    """Identifies the deployment (served model, precision, parallelism), like OpenAI's field."""
+    e = settings.engine
+    key = f"{settings.model.resolved_path()}|{settings.model.revision}|{e.dtype}|{e.quantization}|{e.tensor_parallel_size}|{e.pipeline_parallel_size}"
+    return "fp_hermes_" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    engine: EngineClient | None = None
+    renderer: PromptRenderer | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    stats: RecentStats = field(default_factory=RecentStats)
+    engine_error: str | None = None
+    on_engine_failure: Callable[[], None] | None = None
+    keys: KeyStore = field(init=False)
+    limits: Limits = field(init=False)
+    admission: Admission = field(init=False)
+    usage: UsageLog = field(init=False)
+    fingerprint: str = field(init=False)
+    _core: ServingCore | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        g = self.settings.gateway
+        slots = g.max_in_flight or self.settings.engine.max_num_seqs
+        self.keys = KeyStore(self.db)
+        self.limits = Limits(self.db)
+        self.admission = Admission(slots, g.max_queue if g.max_queue is not None else 2 * slots)
+        self.usage = UsageLog(self.metrics, self.db)
+        self.fingerprint = fingerprint(self.settings)
+        self.metrics.bind_gateway(lambda: self.admission.in_flight, lambda: self.admission.waiting)
+
+    # ---- readiness -----------------------------------------------------------------------------
+    def not_ready(self) -> str | None:
+        """Why the server cannot take generations now (None: it can)."""
+        if self.admission.draining:
+            return "Server is shutting down"
+        if self.engine is None or self.renderer is None or not self.engine.ready:
+            return self.engine_error or "The model is not ready to serve requests yet"
+        return None
+
+    def core(self) -> ServingCore:
+        """The serving core, or a 503 while the engine starts, has failed or the server drains."""
+        problem = self.not_ready()
+        if problem is not None:
+            raise APIError(503, problem)
+        if self._core is None:
+            assert self.engine is not None and self.renderer is not None
+            s = self.settings
+            self._core = ServingCore(
+                self.engine,
+                self.renderer,
+                price_prompt=s.pricing.prompt,
+                price_completion=s.pricing.completion,
+                keepalive_seconds=s.stream_keepalive_seconds,
+                timeout_seconds=s.gateway.request_timeout_seconds,
+                observer=self,
+            )
+        return self._core
+
+    def context_length(self) -> int:
+        return self.engine.max_model_len if self.engine is not None else self.settings.engine.max_model_len
+
+    # ---- model names -----------------------------------------------------------------------------
+    def is_served(self, model_id: str) -> bool:
+        return model_id.lower() in {n.lower() for n in self.settings.model_names}
+
+    def resolve_model(self, model: str | None) -> str:
+        """The id echoed back; omitted → the served id; unknown → 400 like OpenRouter."""
+        if model and not self.is_served(model):
+            raise bad_request(f"{model} is not a valid model ID")
+        return self.settings.model.served_name
+
+    # ---- the serving core's observer: drain bookkeeping, usage, limits, figures ------------------
+    def started(self, run: Stoppable) -> None:
+        self.admission.started(run)
+
+    def finished(self, run: Stoppable, record: UsageRecord) -> None:
+        self.admission.finished(run)
+        self.usage.add(record)
+        if record.key_id is not None:
+            self.limits.used(record.key_id, record.prompt_tokens + record.completion_tokens, record.cost)
+        if not record.cancelled and not record.client_mistake:
+            ttft = record.ttft_ms / 1000 if record.ttft_ms is not None else None
+            decode = (record.latency_ms - (record.ttft_ms or record.latency_ms)) / 1000
+            self.stats.record(record.error is None, ttft, record.completion_tokens, decode)
+
+
+def install_state(app: FastAPI, state: AppState) -> None:
+    app.state.hermes = state
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.hermes
+    return state
