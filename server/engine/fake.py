@@ -6,6 +6,7 @@ protocol and streaming code can be exercised in milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,8 @@ class FakeEngine:
         # Replies for the next requests, in order (then ``reply`` again); every prompt is kept.
         self.script: list[str] = []
         self.prompts: list[list[int]] = []
+        # Seconds before the first token (a long prefill or a queue), for keep-alive tests.
+        self.first_token_delay = 0.0
 
     @property
     def ready(self) -> bool:
@@ -57,6 +60,8 @@ class FakeEngine:
         self.running.add(request_id)
         text_so_far = ""
         try:
+            if self.first_token_delay:
+                await asyncio.sleep(self.first_token_delay)
             for n, tid in enumerate(ids, start=1):
                 if self.fail_after is not None and n > self.fail_after:
                     raise EngineError("engine core died")

@@ -182,3 +182,24 @@ def test_completions_reasoning(client: TestClient, fake: FakeEngine) -> None:
     chunks = [json.loads(e) for e in events[:-1]]
     assert "".join(c["choices"][0].get("reasoning") or "" for c in chunks if c["choices"]) == "still thinking"
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "Yes."
+
+
+@pytest.mark.parametrize(("path", "body"), [(CHAT, {"messages": MSG}), ("/v1/completions", {"prompt": "Q:"})])
+def test_every_stream_sends_keepalives_while_waiting(tokenizer, fake: FakeEngine, path: str, body: dict) -> None:
+    """Keep-alives come from the serving core, so chat and legacy completions both send them."""
+    settings = load_settings("configs/tiny-cpu.yaml", stream_keepalive_seconds=0.05)
+    fake.first_token_delay = 0.4
+    with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer))) as c:
+        text = c.post(path, json={**body, "stream": True}).text
+    lines = [line for line in text.split("\n") if line]
+    first_data = next(i for i, line in enumerate(lines) if line.startswith("data: "))
+    assert first_data >= 3, lines[:5]  # one at once, then one per 50 ms of silence
+    assert all(line == ": OPENROUTER PROCESSING" for line in lines[:first_data])
+    assert lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize(("body", "needle"), [({"echo": True}, "echo"), ({"suffix": "x"}, "suffix"), ({"top_a": 0.5}, "top_a")])
+def test_unsupported_completion_fields_are_refused(client: TestClient, body: dict, needle: str) -> None:
+    r = client.post("/v1/completions", json={"prompt": "Q:", **body})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
+    assert client.post("/v1/completions", json={"prompt": "Q:", "echo": False, "suffix": None, "top_a": 0}).status_code == 200

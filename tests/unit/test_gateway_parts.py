@@ -1,0 +1,162 @@
+"""The gateway's parts one by one, without an engine: keys, limits, admission and drain, usage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.errors import APIError
+from server.gateway.admission import Admission
+from server.gateway.db import Database
+from server.gateway.keys import KeyInfo, KeyStore, bearer_token
+from server.gateway.limits import Limits
+from server.gateway.metrics import Metrics
+from server.gateway.usage import UsageLog
+from server.serving.record import UsageRecord, utcnow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _key(**limits: float | int | None) -> KeyInfo:
+    return KeyInfo(1, "test", "sk-hermes-ab", limits.get("credit"), limits.get("rpm"), limits.get("tpm"))  # type: ignore[arg-type]
+
+
+def _record(gen_id: str, key_id: int | None = 1, cost: float = 0.5) -> UsageRecord:
+    return UsageRecord(
+        id=gen_id,
+        created_at=utcnow(),
+        model="m",
+        route="/v1/chat/completions",
+        prompt_tokens=10,
+        completion_tokens=5,
+        reasoning_tokens=0,
+        cached_tokens=0,
+        cost=cost,
+        latency_ms=12.0,
+        ttft_ms=3.0,
+        finish_reason="stop",
+        native_finish_reason="stop",
+        streamed=False,
+        cancelled=False,
+        error=None,
+        key_id=key_id,
+    )
+
+
+async def test_keys_found_by_hash_only() -> None:
+    db = Database("sqlite://")
+    row, secret = db.create_key("ci", None, 5, None)
+    store = KeyStore(db)
+    found = await store.authenticate(secret)
+    assert found is not None and found.id == row.id and found.rpm == 5
+    assert await store.authenticate(secret + "x") is None
+    assert bearer_token([(b"authorization", b"Bearer " + secret.encode())]) == secret
+    assert bearer_token([(b"authorization", b"Basic abc")]) is None
+
+
+async def test_rpm_limit_counts_requests_in_a_sliding_minute() -> None:
+    clock = Clock()
+    limits = Limits(None, clock)
+    key = _key(rpm=2)
+    first = await limits.check(key)
+    assert first["X-RateLimit-Remaining"] == "1"
+    await limits.check(key)
+    with pytest.raises(APIError) as exc:
+        await limits.check(key)
+    assert exc.value.status == 429 and exc.value.headers["Retry-After"] == "60" and exc.value.reason == "rate_requests"
+    clock.now += 60.5
+    await limits.check(key)  # the first two left the window
+
+
+async def test_tpm_limit_counts_finished_generations() -> None:
+    clock = Clock()
+    limits = Limits(None, clock)
+    key = _key(tpm=100)
+    await limits.check(key)
+    limits.used(key.id, 100, 0.0)
+    with pytest.raises(APIError) as exc:
+        await limits.check(key)
+    assert exc.value.status == 429 and exc.value.reason == "rate_tokens"
+    clock.now += 61
+    await limits.check(key)
+
+
+async def test_credit_limit_from_database_then_running_spend() -> None:
+    db = Database("sqlite://")
+    row, _ = db.create_key("ci", 1.0, None, None)
+    db.add_records([_record("gen-a", row.id, cost=0.6).row()])
+    limits = Limits(db)
+    key = _key(credit=1.0)
+    assert await limits.spend(key) == pytest.approx(0.6)
+    await limits.check(key)
+    limits.used(key.id, 10, 0.5)  # now 1.1 spent
+    with pytest.raises(APIError) as exc:
+        await limits.check(key)
+    assert exc.value.status == 402 and exc.value.reason == "credit"
+
+
+async def test_admission_slots_then_queue_then_429() -> None:
+    adm = Admission(max_in_flight=1, max_queue=1)
+    await adm.admit()
+    waiter = asyncio.create_task(adm.admit())
+    await asyncio.sleep(0)
+    assert adm.waiting == 1 and not waiter.done()
+    with pytest.raises(APIError) as exc:
+        await adm.admit()
+    assert exc.value.status == 429 and exc.value.headers["Retry-After"] and exc.value.reason == "capacity"
+    await adm.release()
+    await asyncio.wait_for(waiter, 1)
+    assert adm.in_flight == 1 and adm.waiting == 0
+
+
+class _Run:
+    def __init__(self, adm: Admission) -> None:
+        self.adm = adm
+        self.stopped: str | None = None
+
+    def stop(self, reason: str) -> None:
+        self.stopped = reason
+        asyncio.get_running_loop().create_task(self.adm.release())
+
+
+async def test_drain_waits_then_ends_what_is_left() -> None:
+    adm = Admission(max_in_flight=4, max_queue=4)
+    await adm.admit()
+    run = _Run(adm)
+    adm.started(run)
+    await adm.drain(0.2)
+    assert adm.draining and run.stopped == "shutdown" and adm.in_flight == 0
+    adm.finished(run)
+    assert adm.running == 0
+
+
+async def test_drain_lets_finishing_work_finish() -> None:
+    adm = Admission(max_in_flight=4, max_queue=4)
+    await adm.admit()
+    run = _Run(adm)
+    adm.started(run)
+    asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(adm.release()))
+    await adm.drain(5)
+    assert run.stopped is None and adm.in_flight == 0
+
+
+async def test_usage_log_pending_until_written_once() -> None:
+    db = Database("sqlite://")
+    log = UsageLog(Metrics(), db)
+    log.start()
+    log.add(_record("gen-1", None))
+    assert log.pending("gen-1") is not None  # answerable before the write
+    for _ in range(100):
+        if log.pending("gen-1") is None:
+            break
+        await asyncio.sleep(0.02)
+    await log.flush()
+    row = db.record("gen-1")
+    assert row is not None and row.completion_tokens == 5 and row.cost == 0.5

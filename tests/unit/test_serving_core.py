@@ -1,0 +1,92 @@
+"""The serving core on its own (fake engine): plans in, typed events out, one record per run."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.engine.base import GenerationOptions
+from server.engine.fake import FakeEngine
+from server.hermes.constraints import ToolPlan
+from server.hermes.prompt import PromptRenderer
+from server.hermes.reasoning import ReasoningPlan
+from server.serving.core import ServingCore
+from server.serving.events import AnswerText, Failure, Finish, KeepAlive, ReasoningText, ToolCall, Usage
+from server.serving.plan import RequestInfo, make_plan
+from server.serving.record import Stoppable, UsageRecord
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.running: set[Stoppable] = set()
+        self.records: list[UsageRecord] = []
+
+    def started(self, run: Stoppable) -> None:
+        self.running.add(run)
+
+    def finished(self, run: Stoppable, record: UsageRecord) -> None:
+        self.running.discard(run)
+        self.records.append(record)
+
+
+@pytest.fixture()
+def setup(tokenizer):
+    engine = FakeEngine(tokenizer)
+    observer = Observer()
+    renderer = PromptRenderer(tokenizer)
+    core = ServingCore(
+        engine, renderer, price_prompt=1e-6, price_completion=2e-6, keepalive_seconds=10, timeout_seconds=5, observer=observer
+    )
+    return engine, core, observer, renderer
+
+
+def _plan(renderer: PromptRenderer, reply_tools: bool = False, exclude: bool = False, **options):
+    info = RequestInfo(gen_id="gen-test", model="m", api="test", route="/test", streamed=False)
+    tools = ToolPlan(offered=None, parse=True, parallel=False, structured=None) if reply_tools else None
+    reasoning = ReasoningPlan(enabled=True, exclude=exclude, effort="medium")
+    return make_plan(renderer, info, [1, 2, 3], GenerationOptions(max_tokens=64, **options), reasoning=reasoning, tools=tools)
+
+
+async def test_collect_orders_pieces_and_counts_usage(setup) -> None:
+    engine, core, observer, renderer = setup
+    engine.reply = '<think>\nhmm\n</think>\nSure.<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call><tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'
+    out = await core.collect(_plan(renderer, reply_tools=True))
+    kinds = [type(p) for p in out.pieces]
+    assert kinds[0] is ReasoningText and AnswerText in kinds and kinds[-1] is ToolCall
+    assert out.reasoning == "hmm" and out.text == "Sure."
+    assert [c.name for c in out.tool_calls] == ["f"]  # not parallel: the second call is dropped
+    assert out.finish == Finish("tool_calls", "stop", None)
+    assert out.usage.completion_tokens == len(engine.tokenizer.encode(engine.reply, add_special_tokens=False))
+    assert out.usage.reasoning_tokens > 0 and out.usage.prompt_tokens == 3
+    (rec,) = observer.records
+    assert rec.finish_reason == "tool_calls" and rec.cost == out.usage.cost and not observer.running
+
+
+async def test_stream_starts_with_keepalive_and_ends_with_finish_and_usage(setup) -> None:
+    engine, core, observer, renderer = setup
+    engine.reply = "<think>secret</think>Visible answer"
+    batches = [b async for b in core.stream(_plan(renderer, exclude=True, stop=["answer"]))]
+    assert batches[0] == [KeepAlive()]
+    events = [e for b in batches for e in b]
+    assert not any(isinstance(e, ReasoningText) for e in events)  # excluded, still counted
+    assert "".join(e.text for e in events if isinstance(e, AnswerText)) == "Visible "
+    finish = next(e for e in events if isinstance(e, Finish))
+    assert finish.stop_sequence == "answer" and finish.reason == "stop"
+    assert isinstance(events[-1], Usage) and events[-1].reasoning_tokens > 0
+
+
+async def test_failure_is_the_last_event_and_recorded(setup) -> None:
+    engine, core, observer, renderer = setup
+    engine.fail_after = 2
+    events = [e async for b in core.stream(_plan(renderer)) for e in b]
+    assert isinstance(events[-1], Failure) and events[-1].error.status == 502
+    assert observer.records[-1].error and observer.records[-1].finish_reason == "error"
+
+
+async def test_client_gone_cancels_and_records(setup) -> None:
+    engine, core, observer, renderer = setup
+    stream = core.stream(_plan(renderer))
+    async for batch in stream:
+        if any(isinstance(e, AnswerText) for e in batch):
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert observer.records[-1].cancelled and not engine.running and not observer.running
