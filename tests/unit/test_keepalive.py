@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from server.serving.keepalive import with_keepalive
 
 from server.engine.base import EngineDelta
+from server.serving.keepalive import with_keepalive
 
 
 async def _source(delays: list[float], log: list[str], fail_at: int | None = None):

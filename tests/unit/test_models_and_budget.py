@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openrouter import components, operations
-from server.serving.engine_source import FORCED_CLOSE
 
 from server.app import create_app
 from server.engine.fake import FakeEngine
@@ -20,6 +19,7 @@ from server.gateway.stats import RecentStats, percentiles
 from server.hermes.parser import ThinkWatch, reasoning_token_count
 from server.hermes.prompt import PromptRenderer
 from server.protocol.models import SUPPORTED_PARAMETERS, price
+from server.serving.engine_source import FORCED_CLOSE
 from server.settings import load_settings
 
 CHAT = "/api/v1/chat/completions"

@@ -62,7 +62,7 @@ async def test_collect_orders_pieces_and_counts_usage(setup) -> None:
 
 
 async def test_stream_starts_with_keepalive_and_ends_with_finish_and_usage(setup) -> None:
-    engine, core, observer, renderer = setup
+    engine, core, _, renderer = setup
     engine.reply = "<think>secret</think>Visible answer"
     batches = [b async for b in core.stream(_plan(renderer, exclude=True, stop=["answer"]))]
     assert batches[0] == [KeepAlive()]
