@@ -74,6 +74,33 @@ def serve(
 
 
 @app.command()
+def config(
+    config: ConfigOpt = None,
+    show: Annotated[bool, typer.Option("--show", help="print every effective setting and where it came from")] = True,
+    host: Annotated[str | None, typer.Option(help="as for serve")] = None,
+    port: Annotated[int | None, typer.Option(help="as for serve")] = None,
+) -> None:
+    """The effective settings of a profile: value, source (flag, environment, profile, default)
+    and what each one does."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from server.config_report import setting_rows
+
+    profile = config or _profile_from_env()
+    settings = _settings(profile, host=host, port=port)
+    path = None if profile is None else _existing(profile)
+    table = Table("setting", "value", "from", "what it does")
+    for row in setting_rows(settings, path, {"host": host, "port": port}):
+        table.add_row(row.key, row.value, row.source, row.description)
+    Console(width=200).print(table)
+
+
+def _existing(profile: Path) -> Path:
+    return profile if profile.exists() else REPO_ROOT / profile
+
+
+@app.command()
 def worker(
     config: ConfigOpt = None,
     node_rank: Annotated[int | None, typer.Option(help="this node's rank (1 .. nnodes-1); node 0 runs `serve`")] = None,

@@ -32,13 +32,15 @@ class _Section(BaseModel):
 
 
 class ModelSettings(_Section):
-    # A local checkpoint folder, or a Hugging Face repo id resolved through the local HF cache.
-    path: str = HF_REPO
-    revision: str | None = None
-    tokenizer: str | None = None
-    # The id clients send; OpenRouter's id by default so clients need no change.
-    served_name: str = OPENROUTER_MODEL_ID
-    aliases: list[str] = Field(default_factory=lambda: [HF_REPO])
+    path: str = Field(
+        HF_REPO, description="A local checkpoint folder, or a Hugging Face repo id resolved through the local HF cache."
+    )
+    revision: str | None = Field(None, description="Branch, tag or commit of the checkpoint (default: main).")
+    tokenizer: str | None = Field(None, description="Tokenizer folder or repo when it is not the checkpoint's own.")
+    served_name: str = Field(
+        OPENROUTER_MODEL_ID, description="The id clients send; OpenRouter's id by default so clients need no change."
+    )
+    aliases: list[str] = Field(default_factory=lambda: [HF_REPO], description="Other model ids accepted for this model.")
 
     def resolved_path(self) -> str:
         p = Path(self.path)
@@ -48,79 +50,99 @@ class ModelSettings(_Section):
 
 
 class EngineSettings(_Section):
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
-    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = None
-    # vLLM's native multi-node mode (mp backend, no Ray): the ranks are split evenly over nnodes
-    # machines; node 0 runs `serve`, the others `hermes-server worker` with their node_rank.
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
-    master_addr: str | None = None
-    master_port: int | None = Field(None, ge=1, le=65535)
-    max_model_len: int = Field(131072, ge=16)
-    dtype: str = "auto"
-    quantization: str | None = None
-    kv_cache_dtype: str = "auto"
-    gpu_memory_utilization: float = Field(0.92, gt=0, le=1)
-    # Fixed KV-cache size; required on the CPU build (its memory fraction is of host RAM).
-    kv_cache_memory_bytes: int | None = Field(None, ge=1)
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int | None = None
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False
-    seed: int = 0
-    # CPU build only: one core list per tensor-parallel rank, e.g. "0|1".
-    cpu_omp_threads_bind: str | None = None
-    # Anything else AsyncEngineArgs accepts, passed through unchanged.
-    extra_args: dict[str, Any] = Field(default_factory=dict)
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica is split across (vLLM tensor parallelism).")
+    pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages (vLLM pipeline parallelism; multi-node).")
+    data_parallel_size: int = Field(1, ge=1, description="Model replicas behind vLLM's own load balancer.")
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
+        None, description="vLLM's executor: mp (one node or native multi-node), ray (multi-node through Ray) or uni."
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        description="vLLM's native multi-node mode (mp backend, no Ray): the ranks are split evenly over nnodes machines; node 0 runs `serve`, the others `hermes-server worker` with their node_rank.",
+    )
+    node_rank: int = Field(0, ge=0, description="This node's rank in a native multi-node profile (0 runs `serve`).")
+    master_addr: str | None = Field(None, description="Address of node 0 in a native multi-node profile.")
+    master_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of node 0 in a native multi-node profile (vLLM's default when unset)."
+    )
+    max_model_len: int = Field(131072, ge=16, description="Longest prompt + output served, in tokens (Hermes 4: up to 131072).")
+    dtype: str = Field("auto", description="Weight and activation dtype (auto: the checkpoint's).")
+    quantization: str | None = Field(None, description="vLLM quantization method, e.g. fp8 (None: the checkpoint's own).")
+    kv_cache_dtype: str = Field("auto", description="KV-cache dtype (auto, or fp8 to double the cache).")
+    gpu_memory_utilization: float = Field(
+        0.92, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights + KV cache + activations)."
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="Fixed KV-cache size; required on the CPU build (its memory fraction is of host RAM)."
+    )
+    max_num_seqs: int = Field(256, ge=1, description="Sequences the engine batches at once.")
+    max_num_batched_tokens: int | None = Field(
+        None, description="Tokens per engine step (chunked prefill budget); None: vLLM's default."
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes.")
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs (debugging; slower).")
+    seed: int = Field(0, description="Engine seed (requests with their own seed are repeatable regardless).")
+    cpu_omp_threads_bind: str | None = Field(
+        None, description='CPU build only: one core list per tensor-parallel rank, e.g. "0|1".'
+    )
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict, description="Anything else AsyncEngineArgs accepts, passed through unchanged."
+    )
 
 
 class SamplingDefaults(_Section):
     """Used for fields a request leaves out. Hermes 4 card: temperature 0.6, top_p 0.95, top_k 20."""
 
-    temperature: float = Field(0.6, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int = Field(20, ge=0)
-    min_p: float = Field(0.0, ge=0, le=1)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    repetition_penalty: float = Field(1.0, gt=0, le=2)
-    # None: whatever room the context leaves after the prompt.
-    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.6, ge=0, le=2, description="Sampling temperature when a request sends none.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling when a request sends none.")
+    top_k: int = Field(20, ge=0, description="Top-k sampling when a request sends none (0: off).")
+    min_p: float = Field(0.0, ge=0, le=1, description="Min-p sampling when a request sends none.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Frequency penalty when a request sends none.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Presence penalty when a request sends none.")
+    repetition_penalty: float = Field(1.0, gt=0, le=2, description="Repetition penalty when a request sends none.")
+    max_tokens: int | None = Field(None, ge=1, description="None: whatever room the context leaves after the prompt.")
 
 
 class Pricing(_Section):
     """USD per token, as OpenRouter lists them (default: its listed price for this model)."""
 
-    prompt: float = Field(OPENROUTER_PRICE_PROMPT, ge=0)
-    completion: float = Field(OPENROUTER_PRICE_COMPLETION, ge=0)
+    prompt: float = Field(OPENROUTER_PRICE_PROMPT, ge=0, description="USD per prompt token (usage cost and credit limits).")
+    completion: float = Field(
+        OPENROUTER_PRICE_COMPLETION, ge=0, description="USD per completion token (usage cost and credit limits)."
+    )
 
 
 class ReasoningSettings(_Section):
-    # Reasoning when a request says nothing about it (OpenRouter: off for Hermes 4).
-    default_enabled: bool = False
-    # Keep earlier assistant turns' reasoning in the prompt (Hermes' keep_cots; off by default).
-    keep_cots: bool = False
+    default_enabled: bool = Field(
+        False, description="Reasoning when a request says nothing about it (OpenRouter: off for Hermes 4)."
+    )
+    keep_cots: bool = Field(
+        False, description="Keep earlier assistant turns' reasoning in the prompt (Hermes' keep_cots; off by default)."
+    )
 
 
 class GatewaySettings(_Section):
-    # Generation requests running at once; None: the engine's max_num_seqs (what it can batch).
-    max_in_flight: int | None = Field(None, ge=1)
-    # Requests allowed to wait for a slot; beyond them an immediate 429. None: 2 x max_in_flight.
-    max_queue: int | None = Field(None, ge=0)
-    # A generation (queueing included) running longer than this ends with 408.
-    request_timeout_seconds: float = Field(600.0, gt=0)
-    # On SIGTERM, in-flight requests get this long to finish before they are ended.
-    drain_timeout_seconds: float = Field(30.0, ge=0)
-    metrics_require_auth: bool = False
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Generation requests running at once; None: the engine's max_num_seqs (what it can batch)."
+    )
+    max_queue: int | None = Field(
+        None, ge=0, description="Requests allowed to wait for a slot; beyond them an immediate 429. None: 2 x max_in_flight."
+    )
+    request_timeout_seconds: float = Field(
+        600.0, gt=0, description="A generation (queueing included) running longer than this ends with 408."
+    )
+    drain_timeout_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish before they are ended."
+    )
+    metrics_require_auth: bool = Field(False, description="Require a key for /metrics.")
 
 
 class HardwareSettings(_Section):
     """The machine a profile is written for; `plan` uses it when nvidia-smi is not there."""
 
-    gpus: int | None = Field(None, ge=1)
-    gpu_mem_gib: float | None = Field(None, gt=0)
+    gpus: int | None = Field(None, ge=1, description="GPUs of the machine the profile is written for.")
+    gpu_mem_gib: float | None = Field(None, gt=0, description="Memory per GPU as nvidia-smi reports it, GiB.")
 
 
 class Settings(BaseSettings):
@@ -130,29 +152,34 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    profile: str = "custom"
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    # Keys are required unless a profile turns auth off; then only loopback binds are allowed.
-    auth_required: bool = True
-    allow_insecure_no_auth: bool = False
-    provider_name: str = "hermes-server"
-    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    log_level: str = "info"
-    # "json" (one object per line, for log pipelines) or "text".
-    log_format: Literal["json", "text"] = "json"
-    # SSE comment lines ": OPENROUTER PROCESSING" while waiting, and as keep-alives this often.
-    stream_keepalive_seconds: float = Field(5.0, gt=0)
+    profile: str = Field("custom", description="The profile's name (shown in logs and `config --show`).")
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="Port.")
+    auth_required: bool = Field(
+        True, description="Keys are required unless a profile turns auth off; then only loopback binds are allowed."
+    )
+    allow_insecure_no_auth: bool = Field(False, description="Allow auth off on a non-loopback address (not recommended).")
+    provider_name: str = Field("hermes-server", description="The provider name responses carry (OpenRouter's `provider`).")
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["json", "text"] = Field("json", description='"json" (one object per line, for log pipelines) or "text".')
+    stream_keepalive_seconds: float = Field(
+        5.0, gt=0, description='SSE comment lines ": OPENROUTER PROCESSING" while waiting, and as keep-alives this often.'
+    )
 
-    model: ModelSettings = Field(default_factory=ModelSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
-    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
-    reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings)
-    pricing: Pricing = Field(default_factory=Pricing)
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    hardware: HardwareSettings = Field(default_factory=HardwareSettings)
-    # SQLAlchemy URL for keys and usage records (PostgreSQL: postgresql+psycopg://user:pw@host/db).
-    database_url: str = "sqlite:///hermes-server.db"
+    model: ModelSettings = Field(default_factory=ModelSettings, description="The checkpoint and the ids it is served under.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="vLLM engine settings.")
+    sampling: SamplingDefaults = Field(
+        default_factory=SamplingDefaults, description="Sampling defaults for fields a request leaves out."
+    )
+    reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings, description="Reasoning defaults.")
+    pricing: Pricing = Field(default_factory=Pricing, description="Prices used for usage cost and credit limits.")
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Admission, timeouts and drain.")
+    hardware: HardwareSettings = Field(default_factory=HardwareSettings, description="The machine the profile is written for.")
+    database_url: str = Field(
+        "sqlite:///hermes-server.db",
+        description="SQLAlchemy URL for keys and usage records (PostgreSQL: postgresql+psycopg://user:pw@host/db).",
+    )
 
     @classmethod
     def settings_customise_sources(
