@@ -20,7 +20,7 @@ from server.settings import load_settings  # noqa: E402
 OUT = ROOT / "benchmarks" / "CAPACITY.md"
 # HBM bandwidth per GPU, bytes/s (vendor datasheets: H100 SXM 3.35 TB/s, H200 4.8 TB/s).
 BANDWIDTH = {"h100": 3.35e12, "h200": 4.8e12}
-# Published figures for Llama-3.x-70B on Hopper (../shared/reference/peers.md): same architecture
+# Published figures for Llama-3.x-70B on Hopper (quoted with their sources below): same architecture
 # as Hermes 4 70B, so the same arithmetic; not measurements of this server.
 ANCHORS = {
     "h100x8-bf16": "MLPerf v4.1 (Llama-2-70B, FP8): ~2,400-2,700 output tok/s per H100 offline, i.e. ~19-22 k tok/s for 8 GPUs at full batch (FP8; BF16 is lower)",

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from server.cli_common import ConfigOpt, configs_dir, load_or_exit, profile_from_env
 from server.constants import HF_REPO, HF_REPO_FP8, OPENROUTER_MODEL_ID
-from server.settings import REPO_ROOT, load_settings
+from server.settings import REPO_ROOT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted OpenRouter-compatible server for Hermes 4 70B.")
 
@@ -17,9 +18,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted 
 @app.callback()
 def _root() -> None:
     """Self-hosted OpenRouter-compatible server for Hermes 4 70B."""
-
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML profile, e.g. configs/tiny-cpu.yaml")]
 
 
 @app.command()
@@ -36,7 +34,7 @@ def serve(
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
 
-    settings = _settings(config or _profile_from_env(), host=host, port=port)
+    settings = load_or_exit(config or profile_from_env(), host=host, port=port)
     problem = check_before_serve(settings) or ray_problem(settings)
     if settings.engine.nnodes > 1 and not settings.engine.master_addr:
         problem = "a native multi-node profile needs this node's address in engine.master_addr (HERMES_ENGINE__MASTER_ADDR)"
@@ -87,8 +85,8 @@ def config(
 
     from server.config_report import setting_rows
 
-    profile = config or _profile_from_env()
-    settings = _settings(profile, host=host, port=port)
+    profile = config or profile_from_env()
+    settings = load_or_exit(profile, host=host, port=port)
     path = None if profile is None else _existing(profile)
     table = Table("setting", "value", "from", "what it does")
     for row in setting_rows(settings, path, {"host": host, "port": port}):
@@ -109,7 +107,7 @@ def worker(
     """Run this node's engine ranks for a native multi-node profile (vLLM mp backend, no Ray)."""
     from server.engine.vllm_engine import run_headless_worker
 
-    settings = _settings(config or _profile_from_env())
+    settings = load_or_exit(config or profile_from_env())
     e = settings.engine
     if node_rank is not None:
         e.node_rank = node_rank
@@ -135,7 +133,7 @@ def plan(
     """What the profile's hardware carries: weights and KV cache per GPU, capacity, verdict."""
     from server import planner
 
-    settings = _settings(config)
+    settings = load_or_exit(config)
     if gpu_mem_gib is None or gpus is None:
         found = planner.detect_gpus()
         if found is not None:  # this node's GPUs; a multi-node profile's other nodes are assumed alike
@@ -213,7 +211,7 @@ def pick_profile(
             raise typer.Exit(2)
         gpus = gpus if gpus is not None else found[0]
         gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
-    name, lines = planner.pick_profile(_configs_dir(configs), gpus, gpu_mem_gib)
+    name, lines = planner.pick_profile(configs_dir(configs), gpus, gpu_mem_gib)
     if name is None or verbose:
         typer.echo(f"{gpus} GPU(s) x {gpu_mem_gib:.0f} GiB:", err=True)
         for line in lines:
@@ -288,8 +286,10 @@ def bench(
         raise typer.Exit(2) from exc
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
+from server.cli_keys import keys_app, usage  # noqa: E402
+
 app.add_typer(keys_app, name="keys")
+app.command()(usage)
 
 
 def _use_local_weights(settings: Any) -> None:
@@ -303,128 +303,6 @@ def _use_local_weights(settings: Any) -> None:
         typer.echo(f"hermes-server: {missing}", err=True)
         raise typer.Exit(2)
     settings.model.path = str(local)
-
-
-def _configs_dir(folder: Path = Path("configs")) -> Path:
-    """A profiles folder as given, else relative to the checkout (a cwd outside the repo)."""
-    return folder if folder.is_absolute() or folder.is_dir() else REPO_ROOT / folder
-
-
-def _profile_from_env() -> Path | None:
-    """HERMES_PROFILE (a profile name in configs/ or a path) when --config is not given: the
-    container and Kubernetes pick the profile by environment."""
-    import os
-
-    name = os.environ.get("HERMES_PROFILE")
-    if not name:
-        return None
-    if name == "auto":
-        from server import planner
-
-        found = planner.detect_gpus()
-        picked = planner.pick_profile(_configs_dir(), *found)[0] if found else None
-        if picked is None:
-            typer.echo("hermes-server: HERMES_PROFILE=auto: no GPU profile fits (see `hermes-server pick-profile`)", err=True)
-            raise typer.Exit(2)
-        name = picked
-    path = Path(name)
-    # A bare name: configs/<name>.yaml, found from the working directory or the checkout.
-    return path if path.suffix in (".yaml", ".yml") else Path("configs") / f"{name}.yaml"
-
-
-def _settings(config: Path | None, **overrides: Any) -> Any:
-    try:
-        return load_settings(config, **overrides)
-    except Exception as exc:  # a bad profile is reported in one line, not a traceback
-        typer.echo(f"hermes-server: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _database(config: Path | None) -> Any:
-    from server.gateway.db import Database
-
-    return Database(_settings(config).database_url)
-
-
-@keys_app.command("create")
-def keys_create(
-    label: Annotated[str, typer.Option(help="who or what the key is for")],
-    credit_limit: Annotated[float | None, typer.Option(help="USD this key may spend in all")] = None,
-    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens (prompt + completion) per minute")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Create a key. It is shown once, as the last line; only its hash is stored."""
-    row, key = _database(config).create_key(label, credit_limit, rpm, tpm)
-    typer.echo(f"created key {row.id} ({label}); store it now, it cannot be shown again:")
-    typer.echo(key)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt = None) -> None:
-    """Keys with their limits and spend (never the keys themselves)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    db = _database(config)
-    table = Table("id", "label", "key", "created", "revoked", "credit limit", "rpm", "tpm", "spent USD")
-    for k in db.list_keys():
-        table.add_row(
-            str(k.id),
-            k.label,
-            k.hint + "…",
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
-            "" if k.credit_limit is None else f"{k.credit_limit:g}",
-            "" if k.rpm is None else str(k.rpm),
-            "" if k.tpm is None else str(k.tpm),
-            f"{db.spend(k.id):.6f}",
-        )
-    Console(width=160).print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id shown by `keys list`")], config: ConfigOpt = None) -> None:
-    """Revoke a key (it stops working within seconds; its usage records stay)."""
-    if not _database(config).revoke(key_id):
-        typer.echo(f"hermes-server: no active key with id {key_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked key {key_id}")
-
-
-@app.command()
-def usage(config: ConfigOpt = None) -> None:
-    """Usage per key and day, with what the same traffic would cost at OpenRouter's listed prices."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from server.constants import OPENROUTER_PRICE_COMPLETION, OPENROUTER_PRICE_PROMPT
-
-    db = _database(config)
-    labels = {k.id: k.label for k in db.list_keys()}
-    table = Table(
-        "day", "key", "requests", "cancelled", "prompt tok", "completion tok", "reasoning tok", "cost USD", "at OpenRouter USD"
-    )
-    total = at_or = 0.0
-    for r in db.daily_summary():
-        prompt, completion = int(r["prompt"] or 0), int(r["completion"] or 0)
-        openrouter = prompt * OPENROUTER_PRICE_PROMPT + completion * OPENROUTER_PRICE_COMPLETION
-        total += float(r["cost"] or 0)
-        at_or += openrouter
-        who = labels.get(r["key_id"], "(no key)") if r["key_id"] is not None else "(auth off)"
-        table.add_row(
-            str(r["day"]),
-            who,
-            str(r["requests"]),
-            str(r["cancelled"] or 0),
-            str(prompt),
-            str(completion),
-            str(int(r["reasoning"] or 0)),
-            f"{float(r['cost'] or 0):.6f}",
-            f"{openrouter:.6f}",
-        )
-    Console(width=160).print(table)
-    typer.echo(f"total: {total:.6f} USD at configured prices, {at_or:.6f} USD at OpenRouter's")
 
 
 def main() -> None:

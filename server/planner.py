@@ -24,7 +24,7 @@ GIB = 1024**3
 # (an assumption, stated in the output; vLLM measures the real figure at start-up).
 OVERHEAD_GIB = 2.0
 
-# Hermes-4-70B = Llama-3.1-70B architecture (../shared/reference/hermes4.md), used when the
+# Hermes-4-70B = Llama-3.1-70B architecture (docs/HERMES4.md), used when the
 # checkpoint is not on disk yet.
 HERMES_70B: dict[str, Any] = {
     "hidden_size": 8192,

@@ -1,4 +1,4 @@
-"""The capacity planner against the memory arithmetic of ../shared/reference/hermes4.md."""
+"""The capacity planner against the memory arithmetic of docs/HERMES4.md."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""``hermes-server keys`` and ``hermes-server usage``: the operator's view of the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from server.cli_common import ConfigOpt, database
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
+
+
+@keys_app.command("create")
+def keys_create(
+    label: Annotated[str, typer.Option(help="who or what the key is for")],
+    credit_limit: Annotated[float | None, typer.Option(help="USD this key may spend in all")] = None,
+    rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens (prompt + completion) per minute")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key. It is shown once, as the last line; only its hash is stored."""
+    row, key = database(config).create_key(label, credit_limit, rpm, tpm)
+    typer.echo(f"created key {row.id} ({label}); store it now, it cannot be shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    """Keys with their limits and spend (never the keys themselves)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    db = database(config)
+    table = Table("id", "label", "key", "created", "revoked", "credit limit", "rpm", "tpm", "spent USD")
+    for k in db.list_keys():
+        table.add_row(
+            str(k.id),
+            k.label,
+            k.hint + "…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+            "" if k.credit_limit is None else f"{k.credit_limit:g}",
+            "" if k.rpm is None else str(k.rpm),
+            "" if k.tpm is None else str(k.tpm),
+            f"{db.spend(k.id):.6f}",
+        )
+    Console(width=160).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id shown by `keys list`")], config: ConfigOpt = None) -> None:
+    """Revoke a key (it stops working within seconds; its usage records stay)."""
+    if not database(config).revoke(key_id):
+        typer.echo(f"hermes-server: no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked key {key_id}")
+
+
+def usage(config: ConfigOpt = None) -> None:
+    """Usage per key and day, with what the same traffic would cost at OpenRouter's listed prices."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from server.constants import OPENROUTER_PRICE_COMPLETION, OPENROUTER_PRICE_PROMPT
+
+    db = database(config)
+    labels = {k.id: k.label for k in db.list_keys()}
+    table = Table(
+        "day", "key", "requests", "cancelled", "prompt tok", "completion tok", "reasoning tok", "cost USD", "at OpenRouter USD"
+    )
+    total = at_or = 0.0
+    for r in db.daily_summary():
+        prompt, completion = int(r["prompt"] or 0), int(r["completion"] or 0)
+        openrouter = prompt * OPENROUTER_PRICE_PROMPT + completion * OPENROUTER_PRICE_COMPLETION
+        total += float(r["cost"] or 0)
+        at_or += openrouter
+        who = labels.get(r["key_id"], "(no key)") if r["key_id"] is not None else "(auth off)"
+        table.add_row(
+            str(r["day"]),
+            who,
+            str(r["requests"]),
+            str(r["cancelled"] or 0),
+            str(prompt),
+            str(completion),
+            str(int(r["reasoning"] or 0)),
+            f"{float(r['cost'] or 0):.6f}",
+            f"{openrouter:.6f}",
+        )
+    Console(width=160).print(table)
+    typer.echo(f"total: {total:.6f} USD at configured prices, {at_or:.6f} USD at OpenRouter's")
