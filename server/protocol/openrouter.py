@@ -4,13 +4,15 @@ to JSON. Shared by the chat and legacy-completions adapters."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Protocol
 
 from server.constants import random_id
 from server.engine.base import TokenLogprob
-from server.serving.events import Usage
-from server.serving.sse import sse_comment
+from server.serving.core import ServingCore
+from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, Piece, ReasoningText, ToolCall, Usage
+from server.serving.plan import GenerationPlan
+from server.serving.sse import SSE_DONE, sse, sse_comment
 
 # OpenRouter's own keep-alive comment: clients and proxies know to skip it.
 KEEPALIVE = sse_comment("OPENROUTER PROCESSING")
@@ -72,3 +74,57 @@ def midstream_error(error: Any, base: dict[str, Any], obj: str, empty_choice: di
     payload = {**base, "object": obj, **error.body()}
     payload["choices"] = [{"index": 0, **empty_choice, "finish_reason": "error", "native_finish_reason": "error"}]
     return payload
+
+
+class ChoiceEncoder(Protocol):
+    """How one OpenRouter object (chat chunk, completion chunk) carries the answer in its choice."""
+
+    obj: str  # the chunks' "object"
+    empty: ClassVar[dict[str, Any]]  # choice fields of a chunk that carries no text (finish, lone logprobs)
+    error_fields: ClassVar[dict[str, Any]]  # choice fields of the in-band error chunk
+
+    def pieces(self, piece: Piece) -> list[dict[str, Any]]:
+        """Choice fields of the chunks that carry one piece of the answer."""
+        ...
+
+    def logprobs(self, items: list[TokenLogprob]) -> Any:
+        """The choice's logprobs for these tokens (None: not asked for)."""
+        ...
+
+
+async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], enc: ChoiceEncoder) -> AsyncIterator[str]:
+    """The serving core's events as OpenRouter SSE chunks: keep-alive comments, one chunk per
+    piece (a batch's logprobs ride on its first), a finish chunk, the usage chunk with empty
+    choices and ``[DONE]``; or the in-band error chunk and ``[DONE]``."""
+
+    def chunk(fields: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> str:
+        choice = {
+            "index": 0,
+            **fields,
+            "finish_reason": finish.reason if finish else None,
+            "native_finish_reason": finish.native if finish else None,
+            "logprobs": logprobs,
+        }
+        return sse({**base, "object": enc.obj, "choices": [choice]})
+
+    async for batch in core.stream(plan):
+        lp = None
+        for ev in batch:
+            if isinstance(ev, AnswerText | ReasoningText | ToolCall):
+                for fields in enc.pieces(ev):
+                    yield chunk(fields, lp)
+                    lp = None
+            elif isinstance(ev, Logprobs):
+                lp = enc.logprobs(ev.items)
+            elif isinstance(ev, KeepAlive):
+                yield KEEPALIVE
+            elif isinstance(ev, Finish):
+                yield chunk(enc.empty, finish=ev)
+            elif isinstance(ev, Usage):
+                yield sse({**base, "object": enc.obj, "choices": [], "usage": usage_block(ev)})
+                yield SSE_DONE
+            elif isinstance(ev, Failure):
+                yield sse(midstream_error(ev.error, base, enc.obj, enc.error_fields))
+                yield SSE_DONE
+        if lp is not None:
+            yield chunk(enc.empty, lp)

@@ -6,24 +6,23 @@ chunks or one body."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from server.engine.base import StructuredOutput
+from server.engine.base import StructuredOutput, TokenLogprob
 from server.errors import bad_request
 from server.hermes.constraints import plan_tools, response_format_constraint
 from server.hermes.params import build_options
 from server.hermes.reasoning import plan_reasoning
-from server.protocol.openrouter import KEEPALIVE, chat_logprobs, midstream_error, reasoning_details, usage_block
+from server.protocol.openrouter import chat_logprobs, chunk_stream, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
 from server.routes.common import parse_body, request_info, response_base
 from server.serving.core import Collected, ServingCore
-from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, ReasoningText, ToolCall, Usage
+from server.serving.events import Piece, ReasoningText, ToolCall
 from server.serving.plan import GenerationPlan, make_plan
-from server.serving.sse import SSE_DONE, sse, sse_response
+from server.serving.sse import sse_response
 from server.state import AppState, app_state
 
 PATHS = ("/v1/chat/completions", "/api/v1/chat/completions")
@@ -46,7 +45,7 @@ async def chat_completions(request: Request) -> Any:
     headers = {"X-Generation-Id": plan.info.gen_id}
     core = state.core()
     if req.stream:
-        return sse_response(_chunks(core, plan, base), headers)
+        return sse_response(chunk_stream(core, plan, base, _ChatChunks(core, plan)), headers)
     return JSONResponse(_body(core, plan, base, await core.collect(plan), bool(req.logprobs)), headers=headers)
 
 
@@ -134,55 +133,31 @@ def _body(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], out: Co
     return {**base, "object": "chat.completion", "choices": [choice], "usage": usage_block(out.usage)}
 
 
-def _deltas(item: ReasoningText | AnswerText | ToolCall) -> list[dict[str, Any]]:
-    """OpenAI chunk deltas for one piece of the answer."""
-    if isinstance(item, ToolCall):
-        c = item.call
-        head = {"index": c.index, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}
-        out: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": [head]}]
-        for i in range(0, len(c.arguments), _ARG_PIECE):
-            piece = {"index": c.index, "function": {"arguments": c.arguments[i : i + _ARG_PIECE]}}
-            out.append({"role": "assistant", "tool_calls": [piece]})
-        return out
-    if isinstance(item, ReasoningText):
-        return [{"role": "assistant", "content": "", "reasoning": item.text, "reasoning_details": reasoning_details(item.text)}]
-    return [{"role": "assistant", "content": item.text}]
+class _ChatChunks:
+    """Chat chunks: the answer in ``delta``."""
 
-
-_EMPTY = {"role": "assistant", "content": ""}
-
-
-async def _chunks(core: ServingCore, plan: GenerationPlan, base: dict[str, Any]) -> AsyncIterator[str]:
     obj = "chat.completion.chunk"
+    empty: ClassVar[dict[str, Any]] = {"delta": {"role": "assistant", "content": ""}}
+    error_fields: ClassVar[dict[str, Any]] = {"delta": {"content": ""}}
 
-    def chunk(delta: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> str:
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "finish_reason": finish.reason if finish else None,
-            "native_finish_reason": finish.native if finish else None,
-            "logprobs": logprobs,
-        }
-        return sse({**base, "object": obj, "choices": [choice]})
+    def __init__(self, core: ServingCore, plan: GenerationPlan) -> None:
+        self.top_n, self.token_bytes = plan.top_logprobs, core.renderer.token_bytes
 
-    async for batch in core.stream(plan):
-        lp = None  # a batch's logprobs ride on its first chunk
-        for ev in batch:
-            if isinstance(ev, ReasoningText | AnswerText | ToolCall):
-                for delta in _deltas(ev):
-                    yield chunk(delta, lp)
-                    lp = None
-            elif isinstance(ev, Logprobs):
-                lp = chat_logprobs(ev.items, plan.top_logprobs, core.renderer.token_bytes)
-            elif isinstance(ev, KeepAlive):
-                yield KEEPALIVE
-            elif isinstance(ev, Finish):
-                yield chunk(_EMPTY, finish=ev)
-            elif isinstance(ev, Usage):
-                yield sse({**base, "object": obj, "choices": [], "usage": usage_block(ev)})
-                yield SSE_DONE
-            elif isinstance(ev, Failure):
-                yield sse(midstream_error(ev.error, base, obj, {"delta": {"content": ""}}))
-                yield SSE_DONE
-        if lp is not None:
-            yield chunk(_EMPTY, lp)
+    def logprobs(self, items: list[TokenLogprob]) -> Any:
+        return chat_logprobs(items, self.top_n, self.token_bytes)
+
+    def pieces(self, piece: Piece) -> list[dict[str, Any]]:
+        if isinstance(piece, ToolCall):
+            c = piece.call
+            head = {"index": c.index, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}
+            out: list[dict[str, Any]] = [{"delta": {"role": "assistant", "content": None, "tool_calls": [head]}}]
+            for i in range(0, len(c.arguments), _ARG_PIECE):
+                args = {"index": c.index, "function": {"arguments": c.arguments[i : i + _ARG_PIECE]}}
+                out.append({"delta": {"role": "assistant", "tool_calls": [args]}})
+            return out
+        if isinstance(piece, ReasoningText):
+            text = piece.text
+            return [
+                {"delta": {"role": "assistant", "content": "", "reasoning": text, "reasoning_details": reasoning_details(text)}}
+            ]
+        return [{"delta": {"role": "assistant", "content": piece.text}}]

@@ -9,22 +9,21 @@ raw output, so prompt-completion tools (evaluation harnesses, logprob scoring) s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from server.engine.base import TokenLogprob
 from server.hermes.params import build_options
 from server.hermes.parser import ends_inside_reasoning
 from server.hermes.reasoning import plan_reasoning
-from server.protocol.openrouter import KEEPALIVE, completion_logprobs, midstream_error, usage_block
+from server.protocol.openrouter import chunk_stream, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
 from server.routes.common import parse_body, request_info, response_base
-from server.serving.core import ServingCore
-from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, ReasoningText, Usage
+from server.serving.events import AnswerText, Piece, ReasoningText
 from server.serving.plan import GenerationPlan, make_plan
-from server.serving.sse import SSE_DONE, sse, sse_response
+from server.serving.sse import sse_response
 from server.state import AppState, app_state
 
 PATHS = ("/v1/completions", "/api/v1/completions")
@@ -43,7 +42,7 @@ async def completions(request: Request) -> Any:
     core = state.core()
     want_logprobs = req.logprobs is not None
     if req.stream:
-        return sse_response(_chunks(core, plan, base, want_logprobs), headers)
+        return sse_response(chunk_stream(core, plan, base, _CompletionChunks(plan, want_logprobs)), headers)
     out = await core.collect(plan)
     choice = {
         "index": 0,
@@ -77,40 +76,24 @@ def completion_plan(state: AppState, req: CompletionRequest, request: Request) -
     return make_plan(core.renderer, info, ids, options, reasoning=reasoning, start_in_reasoning=inside, split_reasoning=split)
 
 
-async def _chunks(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], want_logprobs: bool) -> AsyncIterator[str]:
-    offset = 0  # characters of output so far (text_offset of the next token)
+class _CompletionChunks:
+    """Legacy completion chunks: the answer in ``text``, reasoning beside it."""
 
-    def chunk(text: str, logprobs: Any = None, reasoning: str | None = None, finish: Finish | None = None) -> str:
-        choice = {
-            "index": 0,
-            "text": text,
-            "finish_reason": finish.reason if finish else None,
-            "native_finish_reason": finish.native if finish else None,
-            "logprobs": logprobs,
-            "reasoning": reasoning,
-        }
-        return sse({**base, "object": _OBJECT, "choices": [choice]})
+    obj = _OBJECT
+    empty: ClassVar[dict[str, Any]] = {"text": "", "reasoning": None}
+    error_fields: ClassVar[dict[str, Any]] = {"text": ""}
 
-    async for batch in core.stream(plan):
-        lp = None  # a batch's logprobs ride on its first chunk
-        for ev in batch:
-            if isinstance(ev, AnswerText | ReasoningText):
-                is_reasoning = isinstance(ev, ReasoningText)
-                yield chunk("" if is_reasoning else ev.text, lp, ev.text if is_reasoning else None)
-                lp = None
-            elif isinstance(ev, Logprobs):
-                if want_logprobs:
-                    lp = completion_logprobs(ev.items, plan.top_logprobs, offset)
-                offset += sum(len(it.token) for it in ev.items)
-            elif isinstance(ev, KeepAlive):
-                yield KEEPALIVE
-            elif isinstance(ev, Finish):
-                yield chunk("", finish=ev)
-            elif isinstance(ev, Usage):
-                yield sse({**base, "object": _OBJECT, "choices": [], "usage": usage_block(ev)})
-                yield SSE_DONE
-            elif isinstance(ev, Failure):
-                yield sse(midstream_error(ev.error, base, _OBJECT, {"text": ""}))
-                yield SSE_DONE
-        if lp:
-            yield chunk("", lp)
+    def __init__(self, plan: GenerationPlan, want_logprobs: bool) -> None:
+        self.top_n, self.want_logprobs = plan.top_logprobs, want_logprobs
+        self.offset = 0  # characters of output so far (text_offset of the next token)
+
+    def logprobs(self, items: list[TokenLogprob]) -> Any:
+        lp = completion_logprobs(items, self.top_n, self.offset) if self.want_logprobs else None
+        self.offset += sum(len(it.token) for it in items)
+        return lp
+
+    def pieces(self, piece: Piece) -> list[dict[str, Any]]:
+        if isinstance(piece, ReasoningText):
+            return [{"text": "", "reasoning": piece.text}]
+        assert isinstance(piece, AnswerText)  # no tool parsing on this route
+        return [{"text": piece.text, "reasoning": None}]
