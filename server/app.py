@@ -44,7 +44,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, self._error())
+            await send_error(send, self._error(), scope["path"])
             return
         seen = 0
 
@@ -60,7 +60,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await send_error(send, self._error())
+            await send_error(send, self._error(), scope["path"])
 
     def _error(self) -> APIError:
         return APIError(413, f"Request body larger than {self.max_bytes} bytes")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,13 +58,30 @@ def error_body(status: int, message: str, metadata: dict[str, Any] | None = None
     return {"error": err}
 
 
-def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+# Routes whose API has its own error body (OpenAI's Responses on /v1, Anthropic's Messages):
+# (path prefix, body builder), registered by their adapters. Everything else: OpenRouter's shape.
+ErrorShape = Callable[[APIError], dict[str, Any]]
+_SHAPES: dict[str, ErrorShape] = {}
 
 
-async def send_error(send: Any, exc: APIError) -> None:
+def register_error_shape(prefix: str, shape: ErrorShape) -> None:
+    _SHAPES[prefix] = shape
+
+
+def body_for(path: str, exc: APIError) -> dict[str, Any]:
+    for prefix, shape in _SHAPES.items():
+        if path.startswith(prefix):
+            return shape(exc)
+    return exc.body()
+
+
+def error_response(exc: APIError, path: str = "") -> JSONResponse:
+    return JSONResponse(body_for(path, exc), status_code=exc.status, headers=exc.headers or None)
+
+
+async def send_error(send: Any, exc: APIError, path: str = "") -> None:
     """The same response as :func:`error_response`, written on a raw ASGI ``send``."""
-    body = json.dumps(exc.body()).encode()
+    body = json.dumps(body_for(path, exc)).encode()
     headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -85,23 +103,23 @@ def describe_validation_error(exc: ValidationError | RequestValidationError) -> 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(bad_request(describe_validation_error(exc)))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(bad_request(describe_validation_error(exc)), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         messages = {404: "Not found", 405: "Method not allowed"}
         message = exc.detail if isinstance(exc.detail, str) and exc.detail else messages.get(exc.status_code, "error")
         if exc.status_code == 404:
             message = "Not found"
-        return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+        return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})), request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the log, never to the client.
         log.exception("unhandled error", exc_info=exc)
-        return error_response(APIError(500, "Internal server error"))
+        return error_response(APIError(500, "Internal server error"), request.url.path)

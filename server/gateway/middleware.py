@@ -52,7 +52,7 @@ class GatewayMiddleware:
                 await state.admission.release()
         except APIError as exc:
             state.metrics.rejected.labels(reason=exc.reason or "other").inc()
-            await send_error(send, exc)
+            await send_error(send, exc, path)
             status[0] = exc.status
         finally:
             if status[0]:

@@ -4,7 +4,7 @@ the engine grammar that enforces them (vLLM structured outputs, xgrammar backend
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -12,7 +12,7 @@ from jsonschema.exceptions import SchemaError
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
 from server.hermes.tools import forced_calls_tag, strict_calls_tag
-from server.protocol.requests import ChatRequest, NamedToolChoice, ResponseFormat
+from server.protocol.requests import NamedToolChoice, ResponseFormat, Tool
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,20 @@ def check_schema(schema: Any, where: str) -> None:
         raise bad_request(f"{where} is not a valid JSON schema: {exc.message}" + (f" (at {path})" if path else "")) from exc
 
 
-def plan_tools(req: ChatRequest) -> ToolPlan:
+class ToolFields(Protocol):
+    """The request fields a tool plan is made from (chat's names; other APIs convert to them)."""
+
+    @property
+    def tools(self) -> list[Tool] | None: ...
+
+    @property
+    def tool_choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice | None: ...
+
+    @property
+    def parallel_tool_calls(self) -> bool | None: ...
+
+
+def plan_tools(req: ToolFields) -> ToolPlan:
     tools = req.tools or []
     choice = req.tool_choice
     parallel = req.parallel_tool_calls is not False

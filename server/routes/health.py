@@ -20,5 +20,5 @@ async def health() -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     problem = app_state(request).not_ready()
     if problem is not None:
-        return error_response(APIError(503, problem))
+        return error_response(APIError(503, problem), request.url.path)
     return JSONResponse({"status": "ready"})
