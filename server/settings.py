@@ -138,6 +138,16 @@ class GatewaySettings(_Section):
     metrics_require_auth: bool = Field(False, description="Require a key for /metrics.")
 
 
+class ResponsesSettings(_Section):
+    """The Responses API's optional state (OpenRouter's is stateless)."""
+
+    store: bool = Field(
+        False,
+        description="Keep responses sent with store: true in the database, for previous_response_id and GET/DELETE /v1/responses/{id}.",
+    )
+    ttl_hours: float = Field(720.0, gt=0, description="How long a stored response is kept.")
+
+
 class HardwareSettings(_Section):
     """The machine a profile is written for; `plan` uses it when nvidia-smi is not there."""
 
@@ -175,6 +185,7 @@ class Settings(BaseSettings):
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings, description="Reasoning defaults.")
     pricing: Pricing = Field(default_factory=Pricing, description="Prices used for usage cost and credit limits.")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Admission, timeouts and drain.")
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings, description="Responses API storage.")
     hardware: HardwareSettings = Field(default_factory=HardwareSettings, description="The machine the profile is written for.")
     database_url: str = Field(
         "sqlite:///hermes-server.db",

@@ -14,16 +14,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, create_engine, event, func, insert, select
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from server.timeutil import utcnow
+
 KEY_PREFIX = "sk-hermes-"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def hash_key(key: str) -> str:
@@ -68,6 +80,18 @@ class UsageRecord(Base):
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     referer: Mapped[str | None] = mapped_column(String(500), nullable=True)
     title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class StoredResponse(Base):
+    """A Responses API response kept for ``previous_response_id`` (``store: true``)."""
+
+    __tablename__ = "responses"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    response: Mapped[str] = mapped_column(Text)  # the response object, JSON
+    history: Mapped[str] = mapped_column(Text)  # the conversation through this response, JSON messages
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -166,3 +190,20 @@ class Database:
         )
         with self.session() as s:
             return [dict(r._mapping) for r in s.execute(q)]
+
+    # ---- stored Responses ------------------------------------------------------------------------
+    def store_response(self, row: StoredResponse) -> None:
+        """Keep one response; expired ones are removed on the way (bounded storage)."""
+        with self.session() as s:
+            s.execute(delete(StoredResponse).where(StoredResponse.expires_at < utcnow()))
+            s.merge(row)
+
+    def stored_response(self, response_id: str) -> StoredResponse | None:
+        """A response that has not expired."""
+        with self.session() as s:
+            row = s.get(StoredResponse, response_id)
+            return row if row is not None and row.expires_at >= utcnow() else None
+
+    def delete_response(self, response_id: str) -> None:
+        with self.session() as s:
+            s.execute(delete(StoredResponse).where(StoredResponse.id == response_id))

@@ -74,7 +74,9 @@ def _route_label(path: str) -> str:
     # Bounded label values: model ids and generation ids must not become label values.
     if "/models" in path:
         return "models"
-    for known in ("chat/completions", "completions", "generation", "key"):
+    if "/responses/" in path:
+        return "responses"
+    for known in ("chat/completions", "completions", "responses", "generation", "key"):
         if path.endswith("/" + known):
             return known
     return "other"

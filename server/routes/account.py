@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 
 from server.errors import APIError, bad_request
 from server.gateway.keys import KeyInfo
-from server.serving.record import UsageRecord, utcnow
+from server.serving.record import UsageRecord
 from server.state import AppState, app_state
+from server.timeutil import utcnow
 
 router = APIRouter()
 
@@ -71,6 +72,8 @@ def _iso(value: Any) -> str:
 
 
 def _api_type(route: str) -> str:
+    if route.endswith("/responses"):
+        return "responses"
     return "completions" if route.endswith("/completions") and "chat" not in route else "chat"
 
 

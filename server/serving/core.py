@@ -29,8 +29,9 @@ from server.serving.events import (
 from server.serving.keepalive import with_keepalive
 from server.serving.output import OutputRouter
 from server.serving.plan import GenerationPlan
-from server.serving.record import GenerationObserver, UsageRecord, utcnow
+from server.serving.record import GenerationObserver, UsageRecord
 from server.serving.tally import Tally
+from server.timeutil import utcnow
 
 # OpenRouter normalises finish reasons; the engine's own word goes to native_finish_reason.
 _FINISH = {"stop": "stop", "length": "length", "abort": "stop", "tool_calls": "tool_calls", "error": "error"}

@@ -43,10 +43,6 @@ class UsageRecord:
         return [f.name for f in fields(cls) if f.name != "client_mistake"]
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 class Stoppable(Protocol):
     def stop(self, reason: str) -> None: ...
 

@@ -13,7 +13,8 @@ from server.gateway.keys import KeyInfo, KeyStore, bearer_token
 from server.gateway.limits import Limits
 from server.gateway.metrics import Metrics
 from server.gateway.usage import UsageLog
-from server.serving.record import UsageRecord, utcnow
+from server.serving.record import UsageRecord
+from server.timeutil import utcnow
 
 
 class Clock:

@@ -1,0 +1,157 @@
+"""The Responses API's output: items built from the serving core's pieces, the stream events that
+build them (each numbered), and the response object. One builder serves streamed and collected
+answers: a collected answer is the same items, with the events dropped."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.constants import random_id
+from server.errors import APIError
+from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
+
+Event = tuple[str, dict[str, Any]]  # (type, fields other than type and sequence_number)
+
+
+def item_id(prefix: str) -> str:
+    return random_id(prefix, 32)
+
+
+class OutputItems:
+    """Pieces → output items in the order the model produced them: consecutive reasoning makes one
+    ``reasoning`` item, consecutive text one ``message``, each tool call a ``function_call``."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._open: dict[str, Any] | None = None
+        self._text: list[str] = []
+
+    def feed(self, piece: Piece) -> list[Event]:
+        if isinstance(piece, ToolCall):
+            return [*self.close(), *self._call(piece)]
+        kind = "reasoning" if isinstance(piece, ReasoningText) else "message"
+        out = [] if self._open is not None and self._open["type"] == kind else [*self.close(), *self._start(kind)]
+        self._text.append(piece.text)
+        assert self._open is not None
+        at = self._at(self._open)
+        if kind == "reasoning":
+            out.append(("response.reasoning_text.delta", {**at, "delta": piece.text}))
+        else:
+            out.append(("response.output_text.delta", {**at, "delta": piece.text, "logprobs": []}))
+        return out
+
+    def close(self, status: str = "completed") -> list[Event]:
+        """Finish the open item (``incomplete`` when the answer was cut by max_output_tokens)."""
+        item, self._open = self._open, None
+        if item is None:
+            return []
+        at = self._at(item)
+        text = "".join(self._text)
+        self._text = []
+        if item["type"] == "reasoning":
+            part: dict[str, Any] = {"type": "reasoning_text", "text": text}
+            done: Event = ("response.reasoning_text.done", {**at, "text": text})
+        else:
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            done = ("response.output_text.done", {**at, "text": text, "logprobs": []})
+        item["content"] = [part]
+        item["status"] = status
+        return [
+            done,
+            ("response.content_part.done", {**at, "part": part}),
+            ("response.output_item.done", {"output_index": at["output_index"], "item": dict(item)}),
+        ]
+
+    def _at(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Where a content event belongs: the item (always the newest) and its one part."""
+        return {"item_id": item["id"], "output_index": len(self.items) - 1, "content_index": 0}
+
+    def _start(self, kind: str) -> list[Event]:
+        if kind == "reasoning":
+            item: dict[str, Any] = {
+                "id": item_id("rs_"),
+                "type": "reasoning",
+                "summary": [],
+                "content": [],
+                "status": "in_progress",
+            }
+            part: dict[str, Any] = {"type": "reasoning_text", "text": ""}
+        else:
+            item = {"id": item_id("msg_"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        self.items.append(item)
+        self._open = item
+        at = self._at(item)
+        return [
+            ("response.output_item.added", {"output_index": at["output_index"], "item": {**item, "content": []}}),
+            ("response.content_part.added", {**at, "part": part}),
+        ]
+
+    def _call(self, piece: ToolCall) -> list[Event]:
+        c = piece.call
+        item = {
+            "id": item_id("fc_"),
+            "type": "function_call",
+            "call_id": c.id,
+            "name": c.name,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        self.items.append(item)
+        index = len(self.items) - 1
+        at = {"item_id": item["id"], "output_index": index}
+        added: Event = ("response.output_item.added", {"output_index": index, "item": dict(item)})
+        item.update(arguments=c.arguments, status="completed")
+        return [
+            added,
+            ("response.function_call_arguments.delta", {**at, "delta": c.arguments}),
+            ("response.function_call_arguments.done", {**at, "name": c.name, "arguments": c.arguments}),
+            ("response.output_item.done", {"output_index": index, "item": dict(item)}),
+        ]
+
+
+def usage_object(u: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total_tokens,
+        "cost": u.cost,
+        "is_byok": False,
+        "cost_details": {
+            "upstream_inference_cost": None,
+            "upstream_inference_input_cost": u.prompt_cost,
+            "upstream_inference_output_cost": u.completion_cost,
+        },
+    }
+
+
+def finished_status(finish: Finish) -> tuple[str, dict[str, Any] | None]:
+    """(status, incomplete_details) of a response that ran to its end."""
+    if finish.native == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    return "completed", None
+
+
+def error_object(error: APIError) -> dict[str, Any]:
+    code = "server_error" if error.status >= 500 else ("timeout" if error.status == 408 else "invalid_request")
+    return {"code": code, "message": error.message}
+
+
+def openai_error_body(exc: APIError) -> dict[str, Any]:
+    """OpenAI's error shape (the Responses routes under /v1)."""
+    kinds = {
+        401: "authentication_error",
+        402: "insufficient_quota",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+    }
+    kind = "server_error" if exc.status >= 500 else kinds.get(exc.status, "invalid_request_error")
+    return {"error": {"message": exc.message, "type": kind, "param": None, "code": str(exc.status)}}
+
+
+def now() -> float:
+    return time.time()
