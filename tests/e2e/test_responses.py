@@ -1,0 +1,150 @@
+"""The Responses API through the real engine (tiny model), with the official openai SDK, the
+openrouter SDK and an openai-agents Agent. Texts the random model cannot be trusted to write are
+forced: an assistant prefill opens <think>, grammars bound JSON and tool calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import jsonschema
+import pytest
+from openai import NotFoundError, OpenAI
+from pydantic import BaseModel
+
+from tests.e2e.conftest import RunningServer, start_server, stop_server
+
+MODEL = "nousresearch/hermes-4-70b"
+GREEDY = {"temperature": 0, "top_p": 1}
+# Ends the input inside <think>: the output starts as reasoning (the thinking budget then closes it).
+THINKING = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\n"}]
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Oslo"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    },
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+TOOL = {"type": "function", "name": "get_weather", "description": "Forecast", "parameters": CITY, "strict": True}
+
+
+def test_create_plain(client: OpenAI) -> None:
+    resp = client.responses.create(model=MODEL, input="Say hi", max_output_tokens=8, **GREEDY)
+    assert resp.id.startswith("resp_") and resp.object == "response"
+    assert resp.status in ("completed", "incomplete")
+    assert resp.usage.output_tokens <= 8 and resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens
+    if resp.status == "incomplete":
+        assert resp.usage.output_tokens == 8 and resp.incomplete_details.reason == "max_output_tokens"
+    assert isinstance(resp.output_text, str)
+
+
+def test_stream_equals_create(client: OpenAI) -> None:
+    whole = client.responses.create(model=MODEL, input="Count", max_output_tokens=12, **GREEDY)
+    with client.responses.stream(model=MODEL, input="Count", max_output_tokens=12, **GREEDY) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert final.output_text == whole.output_text and final.usage.output_tokens == whole.usage.output_tokens
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+
+
+class Weather(BaseModel):
+    city: Literal["Paris", "Oslo"]
+    sunny: bool
+
+
+def test_parse_with_a_pydantic_model(client: OpenAI) -> None:
+    parsed = client.responses.parse(model=MODEL, input="Weather?", text_format=Weather, max_output_tokens=40, **GREEDY)
+    assert isinstance(parsed.output_parsed, Weather)
+
+
+def test_required_tool_then_function_call_output(client: OpenAI) -> None:
+    first = client.responses.create(
+        model=MODEL, input="Weather in Paris?", tools=[TOOL], tool_choice="required", max_output_tokens=60, **GREEDY
+    )
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert calls and calls[0].name == "get_weather" and calls[0].call_id
+    jsonschema.validate(json.loads(calls[0].arguments), CITY)
+    history = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump(exclude_none=True) for o in first.output]]
+    history.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"})
+    second = client.responses.create(model=MODEL, input=history, tools=[TOOL], max_output_tokens=10, **GREEDY)
+    assert second.status in ("completed", "incomplete")
+    assert second.usage.input_tokens > first.usage.input_tokens  # the call and its output are in the prompt
+
+
+def test_reasoning_capped_by_the_budget(client: OpenAI) -> None:
+    resp = client.responses.create(model=MODEL, input=THINKING, reasoning={"max_tokens": 6}, max_output_tokens=30, **GREEDY)
+    kinds = [o.type for o in resp.output]
+    assert kinds[0] == "reasoning" and resp.output[0].content[0].text
+    # the prefill's newline counts against the budget; the forced </think> is one token
+    assert 5 <= resp.usage.output_tokens_details.reasoning_tokens <= 7
+
+
+def test_json_schema_after_reasoning(client: OpenAI) -> None:
+    fmt = {"type": "json_schema", "name": "weather", "schema": CITY, "strict": True}
+    resp = client.responses.create(
+        model=MODEL, input=THINKING, reasoning={"max_tokens": 6}, text={"format": fmt}, max_output_tokens=60, **GREEDY
+    )
+    assert [o.type for o in resp.output] == ["reasoning", "message"]
+    jsonschema.validate(json.loads(resp.output_text), CITY)
+
+
+def test_openrouter_sdk_send(server: RunningServer) -> None:
+    from openrouter import OpenRouter
+
+    orc = OpenRouter(api_key="unused-on-the-tiny-profile", server_url=server.api_v1, timeout_ms=120_000)
+    result = orc.beta.responses.send(model=MODEL, input="Hi", max_output_tokens=8, temperature=0)
+    assert result.id.startswith("resp_") and result.status in ("completed", "incomplete")
+    assert result.usage is not None and result.usage.output_tokens <= 8
+
+
+def test_openai_agents_runs_a_tool_to_completion(server: RunningServer) -> None:
+    from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+    set_default_openai_client(AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0), use_for_tracing=False)
+    seen: list[str] = []
+
+    @function_tool
+    def get_weather(city: Literal["Paris", "Oslo"]) -> str:
+        """Forecast for a city."""
+        seen.append(city)
+        return f"sunny in {city}"
+
+    agent = Agent(
+        name="forecaster",
+        instructions="Answer with the forecast.",
+        model=MODEL,
+        tools=[get_weather],
+        model_settings=ModelSettings(tool_choice="required", max_tokens=40, temperature=0, top_p=1),
+        tool_use_behavior="stop_on_first_tool",
+    )
+    result = Runner.run_sync(agent, "Weather in Oslo?")
+    assert seen and result.final_output == f"sunny in {seen[0]}"
+
+
+def test_stored_response_survives_a_restart(tmp_path: Path) -> None:
+    env = {"HERMES_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "HERMES_RESPONSES__STORE": "true"}
+    first_server = start_server(tmp_path, "store-a", env=env)
+    try:
+        sdk = OpenAI(base_url=first_server.v1, api_key="unused", max_retries=0, timeout=120)
+        first = sdk.responses.create(model=MODEL, input="Remember this", store=True, max_output_tokens=6, **GREEDY)
+    finally:
+        stop_server(first_server)
+    second_server = start_server(tmp_path, "store-b", env=env)
+    try:
+        sdk = OpenAI(base_url=second_server.v1, api_key="unused", max_retries=0, timeout=120)
+        assert sdk.responses.retrieve(first.id).output_text == first.output_text
+        follow = sdk.responses.create(model=MODEL, input="And now?", previous_response_id=first.id, max_output_tokens=4, **GREEDY)
+        alone = sdk.responses.create(model=MODEL, input="And now?", max_output_tokens=4, **GREEDY)
+        assert (
+            follow.usage.input_tokens >= alone.usage.input_tokens + first.usage.input_tokens - 30
+        )  # the history is in the prompt
+        sdk.responses.delete(first.id)
+        with pytest.raises(NotFoundError):
+            sdk.responses.retrieve(first.id)
+    finally:
+        stop_server(second_server)
