@@ -20,14 +20,14 @@ from server.errors import APIError, install_error_handlers, send_error
 from server.gateway.db import Database
 from server.gateway.middleware import GatewayMiddleware
 from server.hermes.prompt import PromptRenderer
-from server.routes import account, chat, completions, health, models, responses
+from server.routes import account, chat, completions, health, messages, models, responses
 from server.settings import Settings
 from server.state import AppState, install_state
 
 log = logging.getLogger("hermes.app")
 
 # The API adapters: each adds its routes, and its POST paths are the ones the gateway admits.
-ADAPTERS = (chat, completions, responses)
+ADAPTERS = (chat, completions, responses, messages)
 
 
 class BodySizeLimit:

@@ -148,6 +148,15 @@ class ResponsesSettings(_Section):
     ttl_hours: float = Field(720.0, gt=0, description="How long a stored response is kept.")
 
 
+class MessagesSettings(_Section):
+    """The Anthropic Messages API."""
+
+    model_patterns: list[str] = Field(
+        default_factory=list,
+        description="Other model names served by this model on /v1/messages (globs, e.g. 'claude-*' for tools that only send Anthropic names).",
+    )
+
+
 class HardwareSettings(_Section):
     """The machine a profile is written for; `plan` uses it when nvidia-smi is not there."""
 
@@ -186,6 +195,7 @@ class Settings(BaseSettings):
     pricing: Pricing = Field(default_factory=Pricing, description="Prices used for usage cost and credit limits.")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Admission, timeouts and drain.")
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings, description="Responses API storage.")
+    messages: MessagesSettings = Field(default_factory=MessagesSettings, description="Anthropic Messages API.")
     hardware: HardwareSettings = Field(default_factory=HardwareSettings, description="The machine the profile is written for.")
     database_url: str = Field(
         "sqlite:///hermes-server.db",

@@ -45,10 +45,13 @@ class KeyStore:
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The key from ``Authorization: Bearer …``."""
+    """The key from ``Authorization: Bearer …``, or from ``x-api-key`` (what Anthropic's SDKs send)."""
+    api_key = None
     for name, value in headers:
         if name == b"authorization":
             text = value.decode("latin-1")
             if text.lower().startswith("bearer "):
                 return text[7:].strip() or None
-    return None
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1").strip() or None
+    return api_key

@@ -76,7 +76,9 @@ def _route_label(path: str) -> str:
         return "models"
     if "/responses/" in path:
         return "responses"
-    for known in ("chat/completions", "completions", "responses", "generation", "key"):
+    if path.endswith("/messages/count_tokens"):
+        return "count_tokens"
+    for known in ("chat/completions", "completions", "responses", "messages", "generation", "key"):
         if path.endswith("/" + known):
             return known
     return "other"

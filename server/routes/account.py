@@ -72,8 +72,8 @@ def _iso(value: Any) -> str:
 
 
 def _api_type(route: str) -> str:
-    if route.endswith("/responses"):
-        return "responses"
+    if route.endswith(("/responses", "/messages")):
+        return route.rsplit("/", 1)[1]
     return "completions" if route.endswith("/completions") and "chat" not in route else "chat"
 
 

@@ -1,0 +1,207 @@
+"""Anthropic Messages API request models (the current ``anthropic`` SDK's shapes) and their
+conversion to what the serving core plans from: chat-shaped messages, tool fields, a reasoning
+plan and sampling fields."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.constants import DEFAULT_EFFORT
+from server.errors import bad_request
+from server.hermes.reasoning import ReasoningPlan
+from server.protocol.requests import FunctionDef, JSONSchemaSpec, NamedToolChoice, ResponseFormat, SamplingFields, Tool
+
+
+class _Lenient(BaseModel):
+    # cache_control and other annotations may sit on any object: accepted, ignored (prefix caching
+    # is automatic and its hits are reported in usage).
+    model_config = ConfigDict(extra="allow")
+
+
+class ToolDef(_Lenient):
+    type: str | None = None
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class ToolChoice(_Lenient):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class Thinking(_Lenient):
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
+    budget_tokens: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Thinking:
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("thinking of type 'enabled' needs budget_tokens")
+        return self
+
+
+class OutputFormat(_Lenient):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Lenient):
+    format: OutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class Message(_Lenient):
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(_Lenient):
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    stop_sequences: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _tools(self) -> MessagesRequest:
+        for i, tool in enumerate(self.tools or []):
+            if tool.type not in (None, "custom"):
+                raise ValueError(
+                    f"tools.{i}.type: server tool {tool.type!r} is not supported (only client tools with input_schema)"
+                )
+        return self
+
+    def tool_fields(self) -> AnthropicToolFields:
+        tools = [
+            Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema or {"type": "object"}))
+            for t in self.tools or []
+        ]
+        c = self.tool_choice
+        parallel = None if c is None or c.disable_parallel_tool_use is None else not c.disable_parallel_tool_use
+        if c is None or c.type == "auto":
+            return AnthropicToolFields(tools or None, None, parallel)
+        if c.type == "none":
+            return AnthropicToolFields(tools or None, "none", parallel)
+        if c.type == "any":
+            return AnthropicToolFields(tools or None, "required", parallel)
+        if not c.name:
+            raise bad_request("tool_choice.name is required for a tool_choice of type 'tool'")
+        return AnthropicToolFields(tools or None, NamedToolChoice(function={"name": c.name}), parallel)
+
+    def response_format(self) -> ResponseFormat | None:
+        fmt = self.output_config.format if self.output_config is not None else None
+        if fmt is None:
+            return None
+        return ResponseFormat(type="json_schema", json_schema=JSONSchemaSpec(name="output", schema=fmt.schema_))
+
+    def reasoning(self, default_enabled: bool) -> ReasoningPlan:
+        """``thinking`` → Hermes reasoning: ``enabled`` with exactly its budget, ``disabled`` off,
+        ``adaptive``/``between_tools`` on at the effort's share; absent: the profile's default
+        (on when ``output_config.effort`` asks for effort)."""
+        effort = self.output_config.effort if self.output_config is not None else None
+        t = self.thinking
+        enabled = (default_enabled or effort is not None) if t is None else t.type != "disabled"
+        if not enabled:
+            return ReasoningPlan(enabled=False)
+        budget = t.budget_tokens if t is not None and t.type == "enabled" else None
+        return ReasoningPlan(enabled=True, effort=effort or DEFAULT_EFFORT, max_reasoning_tokens=budget)
+
+    def sampling(self) -> SamplingFields:
+        """The sampling fields in the shape the option builder reads (ranges already checked here;
+        Anthropic allows more than four stop sequences)."""
+        return SamplingFields.model_construct(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, stop=list(self.stop_sequences or [])
+        )
+
+
+@dataclass(frozen=True)
+class AnthropicToolFields:
+    tools: list[Tool] | None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None
+    parallel_tool_calls: bool | None
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _block_text(content: Any, where: str) -> str:
+    """A tool_result's content: a string or text blocks."""
+    if isinstance(content, str):
+        return content
+    out = []
+    for i, b in enumerate(content or []):
+        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+            kind = b.get("type") if isinstance(b, dict) else None
+            raise bad_request(f"{where}.{i}: block type {kind!r} is not supported in a tool result (text only)")
+        out.append(b["text"])
+    return "".join(out)
+
+
+def system_text(system: str | list[dict[str, Any]] | None) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    return _block_text(system, "system")
+
+
+def chat_messages(req: MessagesRequest) -> list[dict[str, Any]]:
+    """Anthropic turns → chat-shaped messages: ``tool_result`` blocks become ``tool`` messages,
+    ``tool_use`` blocks the assistant turn's ``tool_calls``, ``thinking`` its ``reasoning``."""
+    out: list[dict[str, Any]] = []
+    system = system_text(req.system)
+    if system:
+        out.append({"role": "system", "content": system})
+    for i, msg in enumerate(req.messages):
+        texts: list[str] = []
+        results = 0
+        turn: dict[str, Any] = {"role": msg.role}
+        for j, block in enumerate(_blocks(msg.content)):
+            where = f"messages.{i}.content.{j}"
+            kind = block.get("type")
+            if kind == "text":
+                texts.append(str(block.get("text", "")))
+            elif kind == "tool_use" and msg.role == "assistant":
+                call = {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+                }
+                turn.setdefault("tool_calls", []).append(call)
+            elif kind == "tool_result" and msg.role == "user":
+                results += 1
+                text = _block_text(block.get("content", ""), f"{where}.content")
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": block.get("tool_use_id"),
+                        "content": ("Error: " + text) if block.get("is_error") else text,
+                    }
+                )
+            elif kind == "thinking" and msg.role == "assistant":
+                turn["reasoning"] = (turn.get("reasoning") or "") + str(block.get("thinking", ""))
+            elif kind == "redacted_thinking" and msg.role == "assistant":
+                continue  # opaque: nothing to put back in the prompt
+            elif kind in ("image", "document"):
+                raise bad_request(f"{where}: {kind} blocks are not supported by this text-only model")
+            else:
+                raise bad_request(f"{where}.type: block type {kind!r} is not supported in a {msg.role} message")
+        # A user turn that only returned tool results is those tool messages alone.
+        if msg.role == "assistant" or texts or not results:
+            turn["content"] = "".join(texts)
+            out.append(turn)
+    return out

@@ -1,0 +1,114 @@
+"""The Anthropic Messages API's output: content blocks built from the serving core's pieces, the
+stream events that build them, the message object and Anthropic's error body. One builder serves
+streamed and collected answers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from server.constants import random_id
+from server.errors import APIError
+from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
+
+Event = tuple[str, dict[str, Any]]  # (event name, data without its "type")
+# Streamed tool input is sent in pieces of this many characters (clients concatenate).
+_JSON_PIECE = 32
+
+
+def signature(thinking: str) -> str:
+    """An opaque token for a thinking block: clients send it back unchanged; this server ignores it
+    (the model's reasoning is not encrypted), so any stable value will do."""
+    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+
+
+class ContentBlocks:
+    """Pieces → content blocks in the order the model produced them: ``thinking``, ``text``,
+    ``tool_use`` (one per call)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, Any]] = []
+        self._open: dict[str, Any] | None = None
+
+    def feed(self, piece: Piece) -> list[Event]:
+        index = len(self.blocks)
+        if isinstance(piece, ToolCall):
+            c = piece.call
+            block = {"type": "tool_use", "id": random_id("toolu_", 24), "name": c.name, "input": {}}
+            out = [*self.close(), ("content_block_start", {"index": index, "content_block": dict(block)})]
+            for i in range(0, len(c.arguments), _JSON_PIECE):
+                delta = {"type": "input_json_delta", "partial_json": c.arguments[i : i + _JSON_PIECE]}
+                out.append(("content_block_delta", {"index": index, "delta": delta}))
+            block["input"] = json.loads(c.arguments)
+            self.blocks.append(block)
+            return [*out, ("content_block_stop", {"index": index})]
+        kind = "thinking" if isinstance(piece, ReasoningText) else "text"
+        out = []
+        if self._open is None or self._open["type"] != kind:
+            out = self.close()
+            index = len(self.blocks)
+            self._open = (
+                {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {"type": "text", "text": ""}
+            )
+            self.blocks.append(self._open)
+            out.append(("content_block_start", {"index": index, "content_block": dict(self._open)}))
+        index = len(self.blocks) - 1
+        self._open[kind] += piece.text
+        delta = (
+            {"type": "thinking_delta", "thinking": piece.text}
+            if kind == "thinking"
+            else {"type": "text_delta", "text": piece.text}
+        )
+        return [*out, ("content_block_delta", {"index": index, "delta": delta})]
+
+    def close(self) -> list[Event]:
+        block, self._open = self._open, None
+        if block is None:
+            return []
+        index = len(self.blocks) - 1
+        out: list[Event] = []
+        if block["type"] == "thinking":
+            block["signature"] = signature(block["thinking"])
+            out.append(
+                ("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}})
+            )
+        return [*out, ("content_block_stop", {"index": index})]
+
+
+def stop_reason(finish: Finish) -> str:
+    if finish.native == "length":
+        return "max_tokens"
+    if finish.reason == "tool_calls":
+        return "tool_use"
+    return "stop_sequence" if finish.stop_sequence is not None else "end_turn"
+
+
+def usage_object(u: Usage) -> dict[str, Any]:
+    """Anthropic counts cache reads apart: input_tokens + cache_read_input_tokens is the prompt."""
+    return {
+        "input_tokens": u.prompt_tokens - u.cached_tokens,
+        "output_tokens": u.completion_tokens,
+        "cache_read_input_tokens": u.cached_tokens,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(exc: APIError) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(exc.status, "invalid_request_error" if exc.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}

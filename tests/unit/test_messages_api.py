@@ -1,0 +1,192 @@
+"""The Anthropic Messages adapter over the fake engine, read back with the official anthropic SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.engine.fake import FakeEngine
+from server.gateway.db import Database
+from server.hermes.prompt import PromptRenderer
+from server.settings import load_settings
+
+MODEL = "nousresearch/hermes-4-70b"
+HI = [{"role": "user", "content": "Hi"}]
+TOOL = {
+    "name": "get_weather",
+    "description": "Forecast",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.fixture()
+def fake(tokenizer) -> FakeEngine:
+    return FakeEngine(tokenizer, reply="<think>\nhmm\n</think>\nHello there.", max_model_len=4096)
+
+
+@pytest.fixture()
+def client(tokenizer, fake: FakeEngine) -> Iterator[TestClient]:
+    settings = load_settings("configs/tiny-cpu.yaml", stream_keepalive_seconds=0.05, messages={"model_patterns": ["claude-*"]})
+    with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer))) as c:
+        yield c
+
+
+def _sdk(c: TestClient, key: str = "unused") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url="http://testserver", api_key=key, http_client=c, max_retries=0)
+
+
+def test_create_with_thinking_blocks_and_exact_budget(client: TestClient, fake: FakeEngine) -> None:
+    msg = _sdk(client).messages.create(
+        model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 37}
+    )
+    assert msg.id.startswith("msg_") and [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].thinking == "hmm" and msg.content[0].signature and msg.content[1].text == "Hello there."
+    assert msg.stop_reason == "end_turn" and msg.usage.input_tokens == len(fake.last_prompt or [])
+    assert fake.last_options is not None and fake.last_options.thinking_token_budget == 37
+
+
+@pytest.mark.parametrize(("thinking", "on"), [({"type": "disabled"}, False), ({"type": "adaptive"}, True), (None, False)])
+def test_thinking_modes(client: TestClient, fake: FakeEngine, tokenizer, thinking: dict | None, on: bool) -> None:
+    body = {"model": MODEL, "max_tokens": 100, "messages": HI} | ({"thinking": thinking} if thinking else {})
+    assert client.post("/v1/messages", json=body).status_code == 200
+    assert ("deep thinking AI" in tokenizer.decode(fake.last_prompt)) is on
+
+
+def test_stream_with_the_sdk_helper_and_pings(client: TestClient, fake: FakeEngine) -> None:
+    fake.first_token_delay = 0.2
+    with _sdk(client).messages.stream(
+        model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 50}
+    ) as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[1].text == "Hello there."
+    assert final.content[0].signature and final.usage.output_tokens > 0
+    raw = client.post("/v1/messages", json={"model": MODEL, "max_tokens": 50, "messages": HI, "stream": True}).text
+    assert "event: ping" in raw and raw.index("event: message_start") < raw.index("event: ping")
+    assert kinds[0] == "message_start" and "message_stop" in kinds
+
+
+def test_tool_use_forced_and_streamed_input(client: TestClient, fake: FakeEngine) -> None:
+    fake.reply = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    sdk = _sdk(client)
+    msg = sdk.messages.create(
+        model=MODEL, max_tokens=100, messages=HI, tools=[TOOL], tool_choice={"type": "tool", "name": "get_weather"}
+    )
+    (use,) = msg.content
+    assert (
+        use.type == "tool_use"
+        and use.id.startswith("toolu_")
+        and use.input == {"city": "Paris"}
+        and msg.stop_reason == "tool_use"
+    )
+    assert fake.last_options is not None and fake.last_options.structured is not None
+    with sdk.messages.stream(model=MODEL, max_tokens=100, messages=HI, tools=[TOOL], tool_choice={"type": "any"}) as s:
+        partial = "".join(
+            e.delta.partial_json for e in s if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+        )
+        final = s.get_final_message()
+    assert json.loads(partial) == final.content[0].input == {"city": "Paris"}
+
+
+def test_tool_result_round_trip_reaches_the_template(client: TestClient, fake: FakeEngine, tokenizer) -> None:
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "x", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "rain"}],
+                    "is_error": False,
+                }
+            ],
+        },
+    ]
+    msg = _sdk(client).messages.create(
+        model=MODEL,
+        max_tokens=50,
+        messages=history,
+        tools=[TOOL],
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    )
+    assert msg.content[-1].text == "Hello there."
+    prompt = tokenizer.decode(fake.last_prompt)
+    assert "<tool_response>\nrain\n</tool_response>" in prompt and '"city": "Oslo"' in prompt and "Be brief." in prompt
+
+
+def test_stop_sequence_and_output_format(client: TestClient, fake: FakeEngine) -> None:
+    sdk = _sdk(client)
+    msg = sdk.messages.create(model=MODEL, max_tokens=50, messages=HI, stop_sequences=["there"])
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "there"
+    fake.reply = '{"ok": true}'
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "messages": HI,
+        "output_config": {"format": {"type": "json_schema", "schema": schema}},
+    }
+    out = client.post("/v1/messages", json=body).json()
+    assert json.loads(out["content"][0]["text"]) == {"ok": True}
+    assert fake.last_options is not None and fake.last_options.structured is not None
+
+
+def test_count_tokens_equals_what_create_reports(client: TestClient) -> None:
+    sdk = _sdk(client)
+    for extra in ({}, {"tools": [TOOL]}, {"thinking": {"type": "enabled", "budget_tokens": 10}}):
+        counted = sdk.messages.count_tokens(model=MODEL, messages=HI, **extra).input_tokens
+        made = sdk.messages.create(model=MODEL, max_tokens=20, messages=HI, **extra).usage
+        assert counted == made.input_tokens + made.cache_read_input_tokens
+
+
+def test_model_patterns_map_other_names(client: TestClient) -> None:
+    msg = _sdk(client).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HI)
+    assert msg.model == MODEL
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"messages": HI}, "max_tokens"),
+        ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "messages.0.content.0"),
+        (
+            {"max_tokens": 5, "messages": HI, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+            "web_search_20250305",
+        ),
+        ({"max_tokens": 5, "messages": HI, "thinking": {"type": "enabled"}}, "budget_tokens"),
+        ({"max_tokens": 5, "messages": HI, "tool_choice": {"type": "tool", "name": "nope"}, "tools": [TOOL]}, "nope"),
+    ],
+)
+def test_mistakes_in_anthropic_shape(client: TestClient, body: dict, needle: str) -> None:
+    for path in ("/v1/messages", "/api/v1/messages"):
+        r = client.post(path, json={"model": MODEL, **body})
+        assert r.status_code == 400, r.text
+        err = r.json()
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error" and needle in err["error"]["message"]
+
+
+def test_x_api_key_auth_and_401_shape(tokenizer, fake: FakeEngine) -> None:
+    db = Database("sqlite://")
+    _, key = db.create_key("claude-code", None, None, None)
+    settings = load_settings("configs/tiny-cpu.yaml", auth_required=True)
+    with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer), db=db)) as c:
+        ok = _sdk(c, key).messages.create(model=MODEL, max_tokens=10, messages=HI)
+        assert ok.content
+        with pytest.raises(anthropic.AuthenticationError) as exc:
+            _sdk(c, "sk-wrong").messages.create(model=MODEL, max_tokens=10, messages=HI)
+        assert exc.value.body["error"]["type"] == "authentication_error"
+        headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "interleaved-thinking-2025-05-14", "x-api-key": key}
+        assert c.post("/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": HI}, headers=headers).status_code == 200
