@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Protocol
 from server.constants import random_id
 from server.engine.base import TokenLogprob
 from server.serving.core import ServingCore
-from server.serving.events import AnswerText, Failure, Finish, KeepAlive, Logprobs, Piece, ReasoningText, ToolCall, Usage
+from server.serving.events import PIECES, Failure, Finish, KeepAlive, Logprobs, Piece, Usage
 from server.serving.plan import GenerationPlan
 from server.serving.sse import SSE_DONE, sse, sse_comment
 
@@ -110,7 +110,7 @@ async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, 
     async for batch in core.stream(plan):
         lp = None
         for ev in batch:
-            if isinstance(ev, AnswerText | ReasoningText | ToolCall):
+            if isinstance(ev, PIECES):
                 for fields in enc.pieces(ev):
                     yield chunk(fields, lp)
                     lp = None

@@ -21,7 +21,7 @@ from server.hermes.params import build_options
 from server.protocol.anthropic_api import MessagesRequest, chat_messages
 from server.protocol.anthropic_wire import ContentBlocks, anthropic_error_body, stop_reason, usage_object
 from server.routes.common import parse_body, request_info
-from server.serving.events import AnswerText, Failure, Finish, KeepAlive, ReasoningText, ToolCall, Usage
+from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
 from server.serving.plan import GenerationPlan, make_plan
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
@@ -127,7 +127,7 @@ async def _events(state: AppState, plan: GenerationPlan, message_id: str) -> Asy
     finish: Finish | None = None
     async for batch in state.core().stream(plan):
         for ev in batch:
-            if isinstance(ev, AnswerText | ReasoningText | ToolCall):
+            if isinstance(ev, PIECES):
                 for name, fields in blocks.feed(ev):
                     yield event(name, fields)
             elif isinstance(ev, KeepAlive):

@@ -33,7 +33,7 @@ from server.protocol.responses_wire import (
     usage_object,
 )
 from server.routes.common import parse_body, request_info
-from server.serving.events import AnswerText, Failure, Finish, KeepAlive, ReasoningText, ToolCall, Usage
+from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
 from server.serving.plan import GenerationPlan, make_plan
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
@@ -230,7 +230,7 @@ async def _events(turn: _Turn) -> AsyncIterator[str]:
     finish: Finish | None = None
     async for batch in turn.state.core().stream(turn.plan):
         for ev in batch:
-            if isinstance(ev, AnswerText | ReasoningText | ToolCall):
+            if isinstance(ev, PIECES):
                 for kind, fields in turn.items.feed(ev):
                     yield event(kind, fields)
             elif isinstance(ev, KeepAlive):

@@ -163,12 +163,13 @@ class _Run:
                     raise APIError(408, f"Request timed out after {timeout:g} s") from exc
                 finally:
                     self._deadline = None
-                tally.add(d, time.monotonic())
-                batch: Batch = [Logprobs(d.logprobs)] if d.logprobs is not None else []
-                batch.extend(router.feed(d.text))
+                tally.add(d)
+                batch = router.feed(d.text)  # a fresh list of pieces
+                if d.logprobs is not None:
+                    batch.insert(0, Logprobs(d.logprobs))
                 if batch:
                     yield batch
-            end: Batch = list(router.finish())
+            end = router.finish()
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
             end.append(
                 Finish(finish_reason(tally.native_finish, router.tool_calls) or "stop", tally.native_finish, stop_sequence)

@@ -16,24 +16,26 @@ from server.errors import APIError
 from server.hermes.tools import ParsedCall
 
 
-@dataclass(slots=True, frozen=True)
+# Pieces and logprobs are made per engine step: plain slotted classes (a frozen dataclass's
+# __init__ goes through object.__setattr__, measurably slower on the per-token path).
+@dataclass(slots=True)
 class ReasoningText:
     text: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class AnswerText:
     text: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToolCall:
     """A complete tool call (its name is only certain once its JSON closes)."""
 
     call: ParsedCall
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Logprobs:
     items: list[TokenLogprob]
 
@@ -79,5 +81,6 @@ class Failure:
 
 
 Piece = ReasoningText | AnswerText | ToolCall
+PIECES = (ReasoningText, AnswerText, ToolCall)  # for isinstance on the per-token path (a tuple is fastest)
 Event = Piece | Logprobs | KeepAlive | Finish | Usage | Failure
 Batch = list[Event]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from server.hermes.parser import Piece as SplitPiece
 from server.hermes.parser import ReasoningParser
 from server.hermes.tools import ParsedCall, Text, ToolCallParser
-from server.serving.events import AnswerText, Piece, ReasoningText, ToolCall
+from server.serving.events import AnswerText, Batch, ReasoningText, ToolCall
 from server.serving.plan import OutputPlan
 
 
@@ -19,21 +19,21 @@ class OutputRouter:
         self._parallel = plan.parallel_tools
         self.tool_calls = 0  # calls kept (the finish reason says tool_calls when there are any)
 
-    def feed(self, text: str) -> list[Piece]:
+    def feed(self, text: str) -> Batch:
         if not text:
             return []
         if self._split is None:
             return [AnswerText(text)]
         return self._route(self._split.feed(text))
 
-    def finish(self) -> list[Piece]:
+    def finish(self) -> Batch:
         out = self._route(self._split.finish()) if self._split is not None else []
         if self._tools is not None:
             out.extend(self._calls(self._tools.finish()))
         return out
 
-    def _route(self, pieces: list[SplitPiece]) -> list[Piece]:
-        out: list[Piece] = []
+    def _route(self, pieces: list[SplitPiece]) -> Batch:
+        out: Batch = []
         for p in pieces:
             if p.kind == "reasoning":
                 if not self._exclude:
@@ -44,8 +44,8 @@ class OutputRouter:
                 out.extend(self._calls(self._tools.feed(p.text)))
         return out
 
-    def _calls(self, items: list[Text | ParsedCall]) -> list[Piece]:
-        out: list[Piece] = []
+    def _calls(self, items: list[Text | ParsedCall]) -> Batch:
+        out: Batch = []
         for it in items:
             if isinstance(it, Text):
                 out.append(AnswerText(it.text))

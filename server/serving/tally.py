@@ -3,6 +3,7 @@ response bodies and the usage record."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from server.engine.base import EngineDelta
@@ -21,10 +22,10 @@ class Tally:
         self._token_bytes = token_bytes
         self._start_in_reasoning = start_in_reasoning
 
-    def add(self, d: EngineDelta, now: float) -> None:
+    def add(self, d: EngineDelta) -> None:
         if d.token_ids:
             if self.first_token_at is None:
-                self.first_token_at = now
+                self.first_token_at = time.monotonic()
             self.token_ids.extend(d.token_ids)
         if d.num_cached_tokens is not None:
             self.cached_tokens = d.num_cached_tokens
