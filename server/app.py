@@ -20,6 +20,7 @@ from server.errors import APIError, install_error_handlers, send_error
 from server.gateway.db import Database
 from server.gateway.middleware import GatewayMiddleware
 from server.hermes.prompt import PromptRenderer
+from server.jsonio import JSONResponse
 from server.routes import account, chat, completions, health, messages, models, responses
 from server.settings import Settings
 from server.state import AppState, install_state
@@ -109,7 +110,7 @@ def create_app(
             if state.on_engine_failure is not None:
                 state.on_engine_failure()
 
-    app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)
     install_error_handlers(app)
     for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router):

@@ -8,16 +8,16 @@ OpenRouter's shape, ``{"error": {"code": <status>, "message": str, "metadata": {
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.jsonio import JSONResponse, dumps
 
 log = logging.getLogger("hermes.errors")
 
@@ -81,7 +81,7 @@ def error_response(exc: APIError, path: str = "") -> JSONResponse:
 
 async def send_error(send: Any, exc: APIError, path: str = "") -> None:
     """The same response as :func:`error_response`, written on a raw ASGI ``send``."""
-    body = json.dumps(body_for(path, exc)).encode()
+    body = dumps(body_for(path, exc))
     headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

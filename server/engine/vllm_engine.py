@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -238,6 +239,15 @@ class VLLMEngine:
             raise EngineError(f"engine failure: {type(exc).__name__}") from exc
 
 
+# What a masked token's logprob (-inf: a grammar forbids it) becomes: JSON has no infinity, and
+# OpenAI's API and vLLM's own server use this floor too.
+LOGPROB_FLOOR = -9999.0
+
+
+def finite_logprob(value: float) -> float:
+    return value if math.isfinite(value) else LOGPROB_FLOOR
+
+
 def _logprobs(raw: Any, token_ids: Any) -> list[TokenLogprob]:
     result: list[TokenLogprob] = []
     if not raw:
@@ -245,14 +255,14 @@ def _logprobs(raw: Any, token_ids: Any) -> list[TokenLogprob]:
     for tok_id, entry in zip(token_ids, raw, strict=False):
         chosen = entry.get(tok_id)
         top = sorted(
-            ((tid, lp.decoded_token or "", float(lp.logprob), lp.rank) for tid, lp in entry.items() if lp.rank is not None),
+            ((tid, lp.decoded_token or "", finite_logprob(float(lp.logprob)), lp.rank) for tid, lp in entry.items() if lp.rank is not None),
             key=lambda t: t[3],
         )
         result.append(
             TokenLogprob(
                 token_id=int(tok_id),
                 token=(chosen.decoded_token if chosen is not None else "") or "",
-                logprob=float(chosen.logprob) if chosen is not None else float("-inf"),
+                logprob=finite_logprob(float(chosen.logprob)) if chosen is not None else LOGPROB_FLOOR,
                 top=[(tid, text, lp) for tid, text, lp, _ in top],
             )
         )

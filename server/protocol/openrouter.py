@@ -92,12 +92,12 @@ class ChoiceEncoder(Protocol):
         ...
 
 
-async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], enc: ChoiceEncoder) -> AsyncIterator[str]:
+async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], enc: ChoiceEncoder) -> AsyncIterator[bytes]:
     """The serving core's events as OpenRouter SSE chunks: keep-alive comments, one chunk per
     piece (a batch's logprobs ride on its first), a finish chunk, the usage chunk with empty
     choices and ``[DONE]``; or the in-band error chunk and ``[DONE]``."""
 
-    def chunk(fields: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> str:
+    def chunk(fields: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> bytes:
         choice = {
             "index": 0,
             **fields,

@@ -9,13 +9,13 @@ import asyncio
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from server.engine.base import StructuredOutput, TokenLogprob
 from server.errors import bad_request
 from server.hermes.constraints import plan_tools, response_format_constraint
 from server.hermes.params import build_options
 from server.hermes.reasoning import plan_reasoning
+from server.jsonio import JSONResponse
 from server.protocol.openrouter import chat_logprobs, chunk_stream, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
 from server.routes.common import parse_body, request_info, response_base

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from server.errors import bad_request, describe_validation_error
+from server.jsonio import JSONDecodeError, loads
 from server.protocol.openrouter import generation_id
 from server.serving.plan import GenerationPlan, RequestInfo
 from server.state import AppState, app_state
@@ -19,8 +19,8 @@ M = TypeVar("M", bound=BaseModel)
 async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = loads(raw)
+    except (JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object")

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from server.engine.base import TokenLogprob
 from server.hermes.params import build_options
 from server.hermes.parser import ends_inside_reasoning
 from server.hermes.reasoning import plan_reasoning
+from server.jsonio import JSONResponse
 from server.protocol.openrouter import chunk_stream, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
 from server.routes.common import parse_body, request_info, response_base

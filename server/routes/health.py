@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from server.errors import APIError, error_response
+from server.jsonio import JSONResponse
 from server.state import app_state
 
 router = APIRouter()

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from server.constants import random_id
 from server.errors import register_error_shape
 from server.hermes.constraints import plan_tools, response_format_constraint
 from server.hermes.params import build_options
+from server.jsonio import JSONResponse
 from server.protocol.anthropic_api import MessagesRequest, chat_messages
 from server.protocol.anthropic_wire import ContentBlocks, anthropic_error_body, stop_reason, usage_object
 from server.routes.common import parse_body, request_info
@@ -112,8 +112,8 @@ def _message(
     }
 
 
-async def _events(state: AppState, plan: GenerationPlan, message_id: str) -> AsyncIterator[str]:
-    def event(name: str, fields: dict[str, Any]) -> str:
+async def _events(state: AppState, plan: GenerationPlan, message_id: str) -> AsyncIterator[bytes]:
+    def event(name: str, fields: dict[str, Any]) -> bytes:
         return sse({"type": name, **fields}, event=name)
 
     start_usage = {

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from server.errors import APIError, bad_request, register_error_shape
 from server.gateway.db import StoredResponse
 from server.hermes.constraints import plan_tools, response_format_constraint
 from server.hermes.params import build_options
 from server.hermes.reasoning import plan_reasoning
+from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
 from server.protocol.responses_api import FunctionChoice, ResponsesRequest, input_messages
 from server.protocol.responses_wire import (
@@ -217,10 +217,10 @@ def _assistant_turn(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     return turn
 
 
-async def _events(turn: _Turn) -> AsyncIterator[str]:
+async def _events(turn: _Turn) -> AsyncIterator[bytes]:
     seq = 0
 
-    def event(kind: str, fields: dict[str, Any]) -> str:
+    def event(kind: str, fields: dict[str, Any]) -> bytes:
         nonlocal seq
         seq += 1
         return sse({"type": kind, "sequence_number": seq - 1, **fields}, event=kind)
