@@ -136,6 +136,9 @@ class GatewaySettings(_Section):
         30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish before they are ended."
     )
     metrics_require_auth: bool = Field(False, description="Require a key for /metrics.")
+    models_require_auth: bool = Field(
+        False, description="Require a key for the model listings (OpenRouter serves them without one)."
+    )
 
 
 class ResponsesSettings(_Section):

@@ -255,7 +255,11 @@ def _logprobs(raw: Any, token_ids: Any) -> list[TokenLogprob]:
     for tok_id, entry in zip(token_ids, raw, strict=False):
         chosen = entry.get(tok_id)
         top = sorted(
-            ((tid, lp.decoded_token or "", finite_logprob(float(lp.logprob)), lp.rank) for tid, lp in entry.items() if lp.rank is not None),
+            (
+                (tid, lp.decoded_token or "", finite_logprob(float(lp.logprob)), lp.rank)
+                for tid, lp in entry.items()
+                if lp.rank is not None
+            ),
             key=lambda t: t[3],
         )
         result.append(

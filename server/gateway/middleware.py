@@ -11,14 +11,19 @@ from server.gateway.keys import KeyInfo, bearer_token
 from server.state import AppState
 
 _ALWAYS_OPEN = ("/health", "/ready")
+_MODEL_LISTINGS = ("/v1/models", "/api/v1/models")
 
 
 class GatewayMiddleware:
     def __init__(self, app: Any, state: AppState, generation_paths: frozenset[str]) -> None:
         self.app, self.state, self.generation_paths = app, state, generation_paths
 
-    def _open(self, path: str) -> bool:
-        return path in _ALWAYS_OPEN or (path == "/metrics" and not self.state.settings.gateway.metrics_require_auth)
+    def _open(self, method: str, path: str) -> bool:
+        """Paths answered without a key: probes, and by default metrics and the model listings."""
+        g = self.state.settings.gateway
+        if path in _ALWAYS_OPEN or (path == "/metrics" and not g.metrics_require_auth):
+            return True
+        return method == "GET" and path.startswith(_MODEL_LISTINGS) and not g.models_require_auth
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -34,7 +39,7 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if self._open(path):
+            if self._open(scope["method"], path):
                 await self.app(scope, receive, send)
                 return
             key = await self._authenticate(scope)

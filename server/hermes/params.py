@@ -73,10 +73,13 @@ def build_options(
     if any(s == "" for s in stop):
         raise bad_request("stop: empty stop strings are not allowed")
     max_tokens = resolve_max_tokens(requested_max_tokens, prompt_tokens, max_model_len, defaults.max_tokens)
+    # top_p 0 keeps no token at all in vLLM (a 400 there); OpenRouter's providers read it as
+    # "only the most likely token": greedy.
+    greedy = req.top_p == 0
     return GenerationOptions(
         max_tokens=max_tokens,
-        temperature=pick(req.temperature, defaults.temperature),
-        top_p=pick(req.top_p, defaults.top_p),
+        temperature=0.0 if greedy else pick(req.temperature, defaults.temperature),
+        top_p=1.0 if greedy else pick(req.top_p, defaults.top_p),
         top_k=int(pick(req.top_k, defaults.top_k)),
         min_p=pick(req.min_p, defaults.min_p),
         frequency_penalty=pick(req.frequency_penalty, defaults.frequency_penalty),

@@ -41,7 +41,7 @@ def completion_logprobs(items: list[TokenLogprob], top_n: int, offset: int) -> d
     for it in items:
         tokens.append(it.token)
         token_logprobs.append(it.logprob)
-        tops.append({tok: lp for _, tok, lp in it.top[:top_n]} if top_n else None)
+        tops.append({tok: lp for _, tok, lp in it.top[:top_n]})  # logprobs: 0 → {} per token, never null
         offsets.append(pos)
         pos += len(it.token)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}

@@ -105,7 +105,7 @@ class SamplingFields(_Lenient):
 
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)  # 0: greedy, as OpenRouter's providers read it
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     top_a: float | None = Field(None, ge=0, le=1)

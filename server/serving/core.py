@@ -171,9 +171,8 @@ class _Run:
                     yield batch
             end = router.finish()
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
-            end.append(
-                Finish(finish_reason(tally.native_finish, router.tool_calls) or "stop", tally.native_finish, stop_sequence)
-            )
+            reason = finish_reason(tally.native_finish, router.tool_calls) or "stop"
+            end.append(Finish(reason, tally.native_finish or reason, stop_sequence))
             end.append(tally.usage(*core.prices))
             yield end
         except (EngineError, APIError) as exc:

@@ -51,7 +51,7 @@ class Finish:
     ``stop_sequence``: the stop string that ended the answer, when one did."""
 
     reason: str
-    native: str | None
+    native: str
     stop_sequence: str | None = None
 
 

@@ -85,7 +85,7 @@ def test_keys_required(gw: Gw) -> None:
     assert missing.status_code == 401 and missing.json() == {"error": {"code": 401, "message": "No auth credentials found"}}
     wrong = httpx.post(url, json=BODY, headers=_auth("sk-hermes-wrong"), timeout=30)
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == 401
-    assert httpx.get(gw.server.v1 + "/models", timeout=30).status_code == 401
+    assert httpx.get(gw.server.v1 + "/models", timeout=30).status_code == 200  # as at OpenRouter (a setting may require keys)
     for path in ("/health", "/ready", "/metrics"):
         assert httpx.get(gw.server.url + path, timeout=30).status_code == 200
     assert _chat(gw, "plain").status_code == 200

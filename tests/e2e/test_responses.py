@@ -124,7 +124,7 @@ def test_openai_agents_runs_a_tool_to_completion(server: RunningServer) -> None:
         instructions="Answer with the forecast.",
         model=model,
         tools=[get_weather],
-        model_settings=ModelSettings(tool_choice="required", max_tokens=40, temperature=0, top_p=1),
+        model_settings=ModelSettings(tool_choice="required", parallel_tool_calls=False, max_tokens=100, temperature=0, top_p=1),
         tool_use_behavior="stop_on_first_tool",
     )
     result = Runner.run_sync(agent, "Weather in Oslo?")

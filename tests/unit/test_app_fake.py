@@ -203,3 +203,18 @@ def test_unsupported_completion_fields_are_refused(client: TestClient, body: dic
     r = client.post("/v1/completions", json={"prompt": "Q:", **body})
     assert r.status_code == 400 and needle in r.json()["error"]["message"]
     assert client.post("/v1/completions", json={"prompt": "Q:", "echo": False, "suffix": None, "top_a": 0}).status_code == 200
+
+
+def test_top_p_zero_is_greedy(client: TestClient, fake: FakeEngine) -> None:
+    r = client.post(CHAT, json={"messages": MSG, "top_p": 0, "temperature": 0.9})
+    assert r.status_code == 200
+    assert fake.last_options is not None and (fake.last_options.temperature, fake.last_options.top_p) == (0.0, 1.0)
+
+
+def test_model_listings_without_a_key_unless_the_profile_requires_one(tokenizer, fake: FakeEngine) -> None:
+    for required, status in ((False, 200), (True, 401)):
+        settings = load_settings("configs/tiny-cpu.yaml", auth_required=True, gateway={"models_require_auth": required})
+        with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer))) as c:
+            for path in ("/api/v1/models", "/v1/models", "/v1/models/nousresearch/hermes-4-70b"):
+                assert c.get(path).status_code == status, path
+            assert c.post(CHAT, json={"messages": MSG}).status_code == 401  # generation always needs one

@@ -102,7 +102,8 @@ def test_probe_paths_are_served_without_keys(tokenizer, tmp_path: Path) -> None:
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/ready").status_code in (200, 503)  # never 401
-        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models").status_code == 200  # listings need no key, as at OpenRouter
+        assert client.get("/api/v1/key").status_code == 401
 
 
 def test_container_and_compose_agree_with_the_server() -> None:

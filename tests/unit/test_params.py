@@ -67,7 +67,7 @@ def test_logit_bias() -> None:
     "bad",
     [
         {"temperature": 3},
-        {"top_p": 0},
+        {"top_p": -0.1},
         {"top_k": -1},
         {"frequency_penalty": 2.5},
         {"repetition_penalty": 0},

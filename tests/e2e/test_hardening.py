@@ -1,0 +1,85 @@
+"""Inputs that once broke the server, through the real engine: logprobs under a grammar (masked
+tokens are -inf), top_p 0, legacy completions with logprobs 0, streamed finish chunks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import RunningServer
+
+MODEL = "nousresearch/hermes-4-70b"
+MSG = [{"role": "user", "content": "Give me JSON"}]
+
+
+def _strict_json(text: str) -> object:
+    """Parse as JavaScript's JSON.parse would: NaN and Infinity are errors."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"non-finite number {constant} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _finite(obj: object) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_finite(v) for v in obj)
+    return True
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        {"response_format": {"type": "json_object"}},
+        {
+            "tool_choice": "required",
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
+        },
+    ],
+)
+def test_logprobs_under_a_grammar_are_finite(server: RunningServer, constraint: dict) -> None:
+    body = {
+        "model": MODEL,
+        "messages": MSG,
+        "logprobs": True,
+        "top_logprobs": 5,
+        "temperature": 0,
+        "max_tokens": 12,
+        **constraint,
+    }
+    with httpx.Client(timeout=120) as client:
+        r = client.post(server.v1 + "/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        data = _strict_json(r.text)
+        assert _finite(data)
+        tops = [t["logprob"] for c in data["choices"][0]["logprobs"]["content"] for t in c["top_logprobs"]]
+        assert -9999.0 in tops  # the grammar masked some alternatives: clamped, not -inf
+        # The same connection keeps working (no half-sent 500).
+        streamed = client.post(server.v1 + "/chat/completions", json={**body, "stream": True})
+        for line in streamed.text.splitlines():
+            if line.startswith("data: {"):
+                assert _finite(_strict_json(line[6:]))
+
+
+def test_top_p_zero_is_greedy(server: RunningServer) -> None:
+    base = {"model": MODEL, "messages": MSG, "max_tokens": 8}
+    zero = httpx.post(server.v1 + "/chat/completions", json={**base, "top_p": 0, "temperature": 1.2}, timeout=120)
+    greedy = httpx.post(server.v1 + "/chat/completions", json={**base, "temperature": 0}, timeout=120)
+    assert zero.status_code == 200 and zero.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+
+
+def test_completion_logprobs_zero_and_streamed_finish(server: RunningServer) -> None:
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0, "logprobs": 0}
+    r = httpx.post(server.v1 + "/completions", json=body, timeout=120).json()
+    assert r["choices"][0]["logprobs"]["top_logprobs"] == [{}] * 4
+    text = httpx.post(server.v1 + "/completions", json={**body, "stream": True}, timeout=120).text
+    chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    finish = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finish) == 1 and isinstance(finish[0]["native_finish_reason"], str)
