@@ -27,7 +27,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -80,6 +82,8 @@ class UsageRecord(Base):
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     referer: Mapped[str | None] = mapped_column(String(500), nullable=True)
     title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    external_user: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the request's `user`
+    user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class StoredResponse(Base):
@@ -104,6 +108,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _add_new_columns(engine: Engine) -> None:
+    """Bring a database made by an earlier version up to date. ``create_all`` makes missing tables
+    but never touches existing ones; every column added since is nullable, so an ``ALTER TABLE
+    … ADD COLUMN`` is the whole migration (a migration framework would be more machinery than
+    this additive history needs)."""
+    have = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not have.has_table(table.name):
+            continue
+        present = {c["name"] for c in have.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
 class Database:
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
@@ -117,6 +138,7 @@ class Database:
         if url.startswith("sqlite") and not memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        _add_new_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -20,48 +20,60 @@ router = APIRouter()
 @router.get("/api/v1/key")
 @router.get("/api/v1/auth/key")
 async def key_info(request: Request) -> dict[str, Any]:
-    key = getattr(request.state, "api_key", None)
-    if key is None:  # auth is off (loopback dev profile): nothing to limit or report per key
-        return {
-            "data": {
-                "label": "auth disabled",
-                "limit": None,
-                "limit_remaining": None,
-                "usage": 0,
-                "is_free_tier": False,
-                "rate_limit": None,
-            }
-        }
-    return {"data": await _key_report(app_state(request), key)}
+    """The caller's key in OpenRouter's shape (every field its SDK requires; what has no meaning
+    on a self-hosted server gets its neutral value: 0, null, [], false)."""
+    return {"data": await _key_report(app_state(request), getattr(request.state, "api_key", None))}
 
 
-async def _key_report(state: AppState, key: KeyInfo) -> dict[str, Any]:
-    db = state.db
-    now = utcnow()
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    week = day - dt.timedelta(days=day.weekday())
-    month = day.replace(day=1)
+async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
+    total = daily = weekly = monthly = 0.0
+    if key is not None:  # auth off (loopback dev profile): nothing is counted per key
+        db = state.db
+        now = utcnow()
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        week = day - dt.timedelta(days=day.weekday())
+        month = day.replace(day=1)
 
-    def sums() -> tuple[float, float, float, float]:
-        return db.spend(key.id), db.spend(key.id, day), db.spend(key.id, week), db.spend(key.id, month)
+        def sums() -> tuple[float, float, float, float]:
+            return db.spend(key.id), db.spend(key.id, day), db.spend(key.id, week), db.spend(key.id, month)
 
-    total, daily, weekly, monthly = await asyncio.to_thread(sums)
-    extra = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
-    total, daily, weekly, monthly = (v + extra for v in (total, daily, weekly, monthly))
+        total, daily, weekly, monthly = await asyncio.to_thread(sums)
+        extra = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
+        total, daily, weekly, monthly = (v + extra for v in (total, daily, weekly, monthly))
+    limit = key.credit_limit if key is not None else None
+    rpm = key.rpm if key is not None else None
+    note = f"{rpm} requests per minute for this key" if rpm is not None else "no request-rate limit on this key"
     return {
-        "label": key.label,
-        "limit": key.credit_limit,
-        "limit_remaining": None if key.credit_limit is None else max(0.0, key.credit_limit - total),
+        "label": key.label if key is not None else "auth disabled",
+        "limit": limit,
+        "limit_remaining": None if limit is None else max(0.0, limit - total),
         "limit_reset": None,
         "include_byok_in_limit": False,
         "usage": total,
         "usage_daily": daily,
         "usage_weekly": weekly,
         "usage_monthly": monthly,
-        "byok_usage": 0,
+        "byok_usage": 0.0,
+        "byok_usage_daily": 0.0,
+        "byok_usage_weekly": 0.0,
+        "byok_usage_monthly": 0.0,
         "is_free_tier": False,
+        "is_management_key": False,
         "is_provisioning_key": False,
-        "rate_limit": {"requests": key.rpm if key.rpm is not None else -1, "interval": "1m", "tokens_per_minute": key.tpm},
+        "creator_user_id": None,
+        "organization_id": None,
+        "workspace_id": None,
+        "allowed_data_regions": [],
+        "budgets": [],
+        "effective_budget": None,
+        "free_model_daily_requests": {"limit": 0, "remaining": 0, "used": 0},
+        "expires_at": None,
+        "rate_limit": {
+            "requests": rpm if rpm is not None else -1,
+            "interval": "1m",
+            "note": note,
+            "tokens_per_minute": key.tpm if key is not None else None,
+        },
     }
 
 
@@ -72,9 +84,10 @@ def _iso(value: Any) -> str:
 
 
 def _api_type(route: str) -> str:
+    """OpenRouter's api_type: ``completions`` for chat and legacy completions alike."""
     if route.endswith(("/responses", "/messages")):
         return route.rsplit("/", 1)[1]
-    return "completions" if route.endswith("/completions") and "chat" not in route else "chat"
+    return "completions"
 
 
 @router.get("/api/v1/generation")
@@ -113,12 +126,31 @@ async def generation(request: Request, id: str | None = None) -> dict[str, Any]:
             "native_tokens_completion": rec.completion_tokens,
             "native_tokens_reasoning": rec.reasoning_tokens,
             "native_tokens_cached": rec.cached_tokens,
-            "num_media_prompt": None,
-            "num_search_results": None,
+            "native_tokens_completion_images": 0,
+            "num_media_prompt": 0,
+            "num_media_completion": 0,
+            "num_input_audio_prompt": 0,
+            "num_search_results": 0,
+            "num_fetches": 0,
+            "web_search_engine": None,
             "origin": rec.referer or "",
+            "http_referer": rec.referer,
+            "user_agent": rec.user_agent,
+            "external_user": rec.external_user,
             "app_id": None,
             "app_name": rec.title,
             "api_type": _api_type(rec.route),
+            "upstream_id": None,
+            "cache_discount": None,
+            "moderation_latency": None,
+            "service_tier": None,
+            "router": None,
+            "provider_responses": None,
+            "preset_id": None,
+            "data_region": "global",
+            "workspace_id": None,
+            "request_id": None,
+            "session_id": None,
             "error": rec.error,
         }
     }

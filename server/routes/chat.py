@@ -51,7 +51,7 @@ async def chat_completions(request: Request) -> Any:
 
 async def chat_plan(state: AppState, req: ChatRequest, request: Request) -> GenerationPlan:
     settings = state.settings
-    info = request_info(request, req.model, "chat", req.stream)
+    info = request_info(request, req.model, "chat", req.stream, user=(req.model_extra or {}).get("user"))
     reasoning = plan_reasoning(req, settings.reasoning.default_enabled)
     tools = plan_tools(req)
     whole = _structured(req)  # the extension constrains the whole output, reasoning included

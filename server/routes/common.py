@@ -30,7 +30,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise bad_request(describe_validation_error(exc)) from exc
 
 
-def request_info(request: Request, model: str | None, api: str, streamed: bool) -> RequestInfo:
+def request_info(request: Request, model: str | None, api: str, streamed: bool, user: object = None) -> RequestInfo:
     """A new generation id and who is asking: for the usage record and the response ids."""
     key = getattr(request.state, "api_key", None)
     h = request.headers
@@ -43,6 +43,8 @@ def request_info(request: Request, model: str | None, api: str, streamed: bool) 
         key_id=key.id if key is not None else None,
         referer=h.get("http-referer") or h.get("referer"),
         title=h.get("x-title") or h.get("x-openrouter-title"),
+        user=str(user)[:200] if user is not None else None,
+        user_agent=(h.get("user-agent") or "")[:500] or None,
         created=RequestInfo.now(),
     )
 

@@ -56,7 +56,7 @@ async def completions(request: Request) -> Any:
 
 
 def completion_plan(state: AppState, req: CompletionRequest, request: Request) -> GenerationPlan:
-    info = request_info(request, req.model, "completions", req.stream)
+    info = request_info(request, req.model, "completions", req.stream, user=(req.model_extra or {}).get("user"))
     # The prompt is the caller's own: the profile's reasoning default cannot change it.
     reasoning = plan_reasoning(req, default_enabled=False)
     inside = ends_inside_reasoning(req.prompt_text)

@@ -68,7 +68,7 @@ async def count_tokens(request: Request) -> Any:
 async def _plan(state: AppState, req: MessagesRequest, request: Request) -> GenerationPlan:
     settings = state.settings
     model = None if any(fnmatch.fnmatchcase(req.model, p) for p in settings.messages.model_patterns) else req.model
-    info = request_info(request, model, "messages", req.stream)
+    info = request_info(request, model, "messages", req.stream, user=(req.metadata or {}).get("user_id"))
     reasoning = req.reasoning(settings.reasoning.default_enabled)
     tools = plan_tools(req.tool_fields())
     structured = tools.structured or response_format_constraint(req.response_format())

@@ -132,7 +132,7 @@ async def create_response(request: Request) -> Any:
 
 async def _plan(state: AppState, req: ResponsesRequest, request: Request, conversation: list[dict[str, Any]]) -> _Turn:
     settings = state.settings
-    info = request_info(request, req.model, "responses", req.stream)
+    info = request_info(request, req.model, "responses", req.stream, user=req.user)
     reasoning = plan_reasoning(req, settings.reasoning.default_enabled)
     tools = plan_tools(req.chat_tools())
     structured = tools.structured or response_format_constraint(req.response_format())

@@ -214,5 +214,7 @@ class _Run:
             key_id=info.key_id,
             referer=info.referer,
             title=info.title,
+            external_user=info.user,
+            user_agent=info.user_agent,
             client_mistake=failure is not None and failure.client_mistake,
         )

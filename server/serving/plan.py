@@ -32,6 +32,8 @@ class RequestInfo:
     key_id: int | None = None
     referer: str | None = None
     title: str | None = None
+    user: str | None = None  # the caller's end user (OpenRouter's `user`), recorded as external_user
+    user_agent: str | None = None
     created: int = 0
 
     @staticmethod

@@ -29,6 +29,8 @@ class UsageRecord:
     key_id: int | None = None
     referer: str | None = None
     title: str | None = None
+    external_user: str | None = None
+    user_agent: str | None = None
     # Not stored: a failure that was the client's own mistake does not count against uptime.
     client_mistake: bool = False
 

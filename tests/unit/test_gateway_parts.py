@@ -161,3 +161,51 @@ async def test_usage_log_pending_until_written_once() -> None:
     await log.flush()
     row = db.record("gen-1")
     assert row is not None and row.completion_tokens == 5 and row.cost == 0.5
+
+
+def test_account_routes_parse_with_the_openrouter_sdk_models(tokenizer) -> None:
+    """/api/v1/key and /api/v1/generation carry every field the official SDK requires."""
+    from fastapi.testclient import TestClient
+    from openrouter import components, operations
+
+    from server.app import create_app
+    from server.engine.fake import FakeEngine
+    from server.hermes.prompt import PromptRenderer
+    from server.settings import load_settings
+
+    db = Database("sqlite://")
+    _, secret = db.create_key("sdk", 5.0, 10, 1000)
+    for auth in (True, False):
+        settings = load_settings("configs/tiny-cpu.yaml", auth_required=auth)
+        app = create_app(settings, engine=FakeEngine(tokenizer), renderer=PromptRenderer(tokenizer), db=db)
+        headers = {"Authorization": f"Bearer {secret}", "User-Agent": "sdk-test/1.0"}
+        with TestClient(app) as c:
+            key = c.get("/api/v1/key", headers=headers).json()
+            parsed = operations.GetCurrentKeyResponse.model_validate(key)
+            assert parsed.data.rate_limit.note and parsed.data.is_management_key is False
+            gen = c.post(
+                "/api/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "Hi"}], "user": "end-user-7"},
+                headers=headers,
+            )
+            record = c.get("/api/v1/generation", params={"id": gen.json()["id"]}, headers=headers).json()
+            g = components.GenerationResponse.model_validate(record).data
+            assert g.api_type == "completions" and g.external_user == "end-user-7" and g.user_agent == "sdk-test/1.0"
+            assert g.tokens_completion and g.total_cost > 0
+
+
+def test_old_database_gains_new_columns(tmp_path) -> None:
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # the generations table as an earlier version made it
+        conn.execute(
+            sqlalchemy.text(
+                "CREATE TABLE generations (id VARCHAR(64) PRIMARY KEY, key_id INTEGER, created_at DATETIME, model VARCHAR(200), route VARCHAR(64), prompt_tokens INTEGER, completion_tokens INTEGER, reasoning_tokens INTEGER, cached_tokens INTEGER, cost FLOAT, latency_ms FLOAT, ttft_ms FLOAT, finish_reason VARCHAR(32), native_finish_reason VARCHAR(32), streamed BOOLEAN, cancelled BOOLEAN, error VARCHAR(500), referer VARCHAR(500), title VARCHAR(500))"
+            )
+        )
+    db = Database(url)
+    db.add_records([_record("gen-new", None).row() | {"external_user": "u1"}])
+    row = db.record("gen-new")
+    assert row is not None and row.external_user == "u1"
