@@ -145,24 +145,27 @@ class ToolCallParser:
 # ---- forcing calls through the engine's grammar (xgrammar structural tags) --------------------
 
 
-def _call_tag(tool: dict[str, Any], constrained: bool) -> dict[str, Any]:
+def _call_tags(tool: dict[str, Any], constrained: bool) -> list[dict[str, Any]]:
+    """The grammar of one call to ``tool``, in both key orders: ``name`` first (Hermes 4's own
+    layout) or ``arguments`` first (what older Hermes-format prompts teach). Forcing one order
+    would push a model that writes the other into whatever name the grammar allows."""
     fn = tool["function"]
     schema = fn.get("parameters") or {"type": "object", "properties": {}}
-    return {
-        "type": "tag",
-        "begin": f'{OPEN}\n{{"name": {json.dumps(fn["name"])}, "arguments": ',
-        # Like the engine-wide disable_any_whitespace for plain JSON schemas, which structural tags
-        # do not inherit: unbounded whitespace would let a hesitant model never finish.
-        "content": {"type": "json_schema", "json_schema": schema if constrained else {"type": "object"}, "max_whitespace_cnt": 1},
-        "end": f"}}\n{CLOSE}",
-    }
+    name = json.dumps(fn["name"])
+    # Like the engine-wide disable_any_whitespace for plain JSON schemas, which structural tags
+    # do not inherit: unbounded whitespace would let a hesitant model never finish.
+    content = {"type": "json_schema", "json_schema": schema if constrained else {"type": "object"}, "max_whitespace_cnt": 1}
+    return [
+        {"type": "tag", "begin": f'{OPEN}\n{{"name": {name}, "arguments": ', "content": content, "end": f"}}\n{CLOSE}"},
+        {"type": "tag", "begin": f'{OPEN}\n{{"arguments": ', "content": content, "end": f', "name": {name}}}\n{CLOSE}'},
+    ]
 
 
 def forced_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
     """Only tool calls (at least one; one if not parallel), each with schema-valid arguments."""
     fmt = {
         "type": "tags_with_separator",
-        "tags": [_call_tag(t, True) for t in tools],
+        "tags": [tag for t in tools for tag in _call_tags(t, True)],
         "separator": "\n",
         "at_least_one": True,
         "stop_after_first": not parallel,
@@ -175,7 +178,7 @@ def strict_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
     fmt = {
         "type": "triggered_tags",
         "triggers": [OPEN],
-        "tags": [_call_tag(t, bool(t["function"].get("strict"))) for t in tools],
+        "tags": [tag for t in tools for tag in _call_tags(t, bool(t["function"].get("strict")))],
         "at_least_one": False,
         "stop_after_first": not parallel,
     }

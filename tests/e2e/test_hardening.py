@@ -83,3 +83,31 @@ def test_completion_logprobs_zero_and_streamed_finish(server: RunningServer) -> 
     chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     finish = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert len(finish) == 1 and isinstance(finish[0]["native_finish_reason"], str)
+
+
+def test_arguments_first_calls_are_accepted(server: RunningServer, tokenizer) -> None:
+    """A model driven to write ``{"arguments": …`` first (logit bias on the token after ``{"``)
+    still makes a valid call to the tool it names, strict or not."""
+    args_tok = tokenizer.encode("arguments", add_special_tokens=False)
+    name_toks = [*tokenizer.encode("name", add_special_tokens=False), *tokenizer.encode('"name', add_special_tokens=False)]
+    bias = {str(t): 100 for t in args_tok} | {str(t): -100 for t in name_toks}
+    tz = {
+        "type": "object",
+        "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}},
+        "required": ["tz"],
+        "additionalProperties": False,
+    }
+    tools = [
+        {"type": "function", "function": {"name": "get_time", "parameters": tz, "strict": True}},
+        {"type": "function", "function": {"name": "get_date", "parameters": tz}},
+    ]
+    for choice in ("required", {"type": "function", "function": {"name": "get_date"}}):
+        body = {"model": MODEL, "messages": MSG, "tools": tools, "tool_choice": choice, "parallel_tool_calls": False}
+        r = httpx.post(
+            server.v1 + "/chat/completions", json={**body, "logit_bias": bias, "temperature": 0, "max_tokens": 60}, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        calls = r.json()["choices"][0]["message"]["tool_calls"]
+        assert len(calls) == 1 and json.loads(calls[0]["function"]["arguments"])["tz"] in ("UTC", "CET")
+        if isinstance(choice, dict):
+            assert calls[0]["function"]["name"] == "get_date"

@@ -148,8 +148,9 @@ def test_response_format() -> None:
 
 def test_forced_tag_names_each_tool() -> None:
     tag = json.loads(forced_calls_tag([TOOL], parallel=True))
-    (t,) = tag["format"]["tags"]
-    assert t["begin"].startswith('<tool_call>\n{"name": "get_weather"') and t["end"] == "}\n</tool_call>"
+    name_first, args_first = tag["format"]["tags"]
+    assert name_first["begin"].startswith('<tool_call>\n{"name": "get_weather"') and name_first["end"] == "}\n</tool_call>"
+    assert args_first["begin"] == '<tool_call>\n{"arguments": ' and args_first["end"] == ', "name": "get_weather"}\n</tool_call>'
 
 
 # ---- through the routes (fake engine) --------------------------------------------------------
@@ -253,3 +254,41 @@ def test_calls_after_and_between_reasoning(fake_client) -> None:
     _, calls, finish = _stream_calls(client.post(CHAT, json={**body, "stream": True}).text)
     assert [calls[i]["arguments"] for i in sorted(calls)] == [c["function"]["arguments"] for c in msg["tool_calls"]]
     assert finish == "tool_calls"
+
+
+def test_call_grammars_accept_either_key_order() -> None:
+    """Forced and strict call grammars let a call put ``arguments`` before ``name`` (older
+    Hermes-format prompts teach that layout) and still hold every call to its tool's schema."""
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string
+
+    from server.hermes.tools import strict_calls_tag
+
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    loose = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    cases = {
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>': True,
+        '<tool_call>\n{"arguments": {"city": "Paris"}, "name": "get_weather"}\n</tool_call>': True,
+        '<tool_call>\n{"arguments": {"tz": "UTC"}, "name": "get_time"}\n</tool_call>': True,  # non-strict keeps its name
+        '<tool_call>\n{"arguments": {"x": 1}, "name": "get_weather"}\n</tool_call>': False,  # strict schema still holds
+        '<tool_call>\n{"arguments": {"city": "Paris"}, "name": "nope"}\n</tool_call>': False,
+    }
+    for tag in (forced_calls_tag([weather, loose], True), strict_calls_tag([weather, loose], True)):
+        grammar = xgr.Grammar.from_structural_tag(tag)
+        for text, ok in cases.items():
+            assert _is_grammar_accept_string(grammar, text) is ok, text
+    for text in list(cases)[:3]:
+        (call,) = [x for x in ToolCallParser().feed(text) if isinstance(x, ParsedCall)]
+        assert call.name in ("get_weather", "get_time")
