@@ -41,7 +41,8 @@ class FreeEngine:
     ready = True
     max_model_len = 131072
 
-    def __init__(self, tokenizer, n):
+    def __init__(self, tokenizer, n, step):
+        self.step = step
         ids = tokenizer.encode(" hello" * n, add_special_tokens=False)[:n]
         self.pieces = [(tokenizer.decode([t]), [t]) for t in ids]
         self.running = 0
@@ -56,17 +57,17 @@ class FreeEngine:
         try:
             last = min(len(self.pieces), options.max_tokens) - 1
             for i, (text, ids) in enumerate(self.pieces[: last + 1]):
-                await asyncio.sleep(0)  # one engine step per token: the event loop turns, as with vLLM
+                await asyncio.sleep(self.step)  # one engine step per token (0: free; the loop still turns)
                 yield EngineDelta(text, ids, finished=i == last, finish_reason="length" if i == last else None,
                                   num_cached_tokens=0 if i == last else None)
         finally:
             self.running -= 1
 
 settings = load_settings({config!r}, max_request_bytes=1 << 20)
-settings.gateway.max_in_flight = 4096
-settings.gateway.max_queue = 4096
+for name, value in {gateway!r}.items():
+    setattr(settings.gateway, name, value)
 renderer = PromptRenderer.from_path(settings.model.resolved_path())
-app = create_app(settings, engine=FreeEngine(renderer.tokenizer, {tokens}), renderer=renderer)
+app = create_app(settings, engine=FreeEngine(renderer.tokenizer, {tokens}, {step}), renderer=renderer)
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 
@@ -75,6 +76,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start(
+    repo: Path, config: str, tokens: int, step: float = 0.0, gateway: dict[str, object] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The app of ``repo`` behind the zero-cost engine (``step`` seconds per token), ready."""
+    port = free_port()
+    limits = gateway if gateway is not None else {"max_in_flight": 4096, "max_queue": 4096}
+    code = SERVER.format(repo=str(repo), config=str(ROOT / config), tokens=tokens, step=step, port=port, gateway=limits)
+    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='hermes-layer-')}/usage.db"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("server did not start")
+        time.sleep(0.5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -118,23 +141,10 @@ def main() -> None:
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
     ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose server to measure")
     args = ap.parse_args()
-    repo = args.repo.resolve()
-    port = free_port()
-    code = SERVER.format(repo=str(repo), config=str(ROOT / args.config), tokens=args.tokens, port=port)
-    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='hermes-layer-')}/usage.db"}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env)
+    proc, port = start(args.repo.resolve(), args.config, args.tokens)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    repo = args.repo.resolve()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("server did not start")
-            time.sleep(0.5)
         asyncio.run(level(url, 4, 16, args.tokens))  # warm-up
         print(f"checkout: {repo}  ({args.tokens} tokens per request, zero-cost engine)")
         print("| streams | requests | output tok/s | server CPU µs / token |")

@@ -129,6 +129,9 @@ class GatewaySettings(_Section):
     max_queue: int | None = Field(
         None, ge=0, description="Requests allowed to wait for a slot; beyond them an immediate 429. None: 2 x max_in_flight."
     )
+    max_queue_wait_seconds: float = Field(
+        60.0, gt=0, description="A request that gets no slot within this long is answered 429 with a Retry-After."
+    )
     request_timeout_seconds: float = Field(
         600.0, gt=0, description="A generation (queueing included) running longer than this ends with 408."
     )

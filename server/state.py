@@ -53,7 +53,7 @@ class AppState:
         slots = g.max_in_flight or self.settings.engine.max_num_seqs
         self.keys = KeyStore(self.db)
         self.limits = Limits(self.db)
-        self.admission = Admission(slots, g.max_queue if g.max_queue is not None else 2 * slots)
+        self.admission = Admission(slots, g.max_queue if g.max_queue is not None else 2 * slots, g.max_queue_wait_seconds)
         self.usage = UsageLog(self.metrics, self.db)
         self.fingerprint = fingerprint(self.settings)
         self.metrics.bind_gateway(lambda: self.admission.in_flight, lambda: self.admission.waiting)

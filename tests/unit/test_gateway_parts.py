@@ -209,3 +209,28 @@ def test_old_database_gains_new_columns(tmp_path) -> None:
     db.add_records([_record("gen-new", None).row() | {"external_user": "u1"}])
     row = db.record("gen-new")
     assert row is not None and row.external_user == "u1"
+
+
+async def test_a_queued_request_gets_429_when_no_slot_comes_in_time() -> None:
+    adm = Admission(max_in_flight=1, max_queue=8, max_wait=0.2)
+    await adm.admit()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(APIError) as exc:
+        await adm.admit()
+    waited = asyncio.get_running_loop().time() - started
+    assert exc.value.status == 429 and 0.15 < waited < 1.0 and "0.2 s" in exc.value.message
+    assert adm.waiting == 0 and adm.in_flight == 1  # nothing leaked
+
+
+async def test_retry_after_follows_the_observed_service_rate() -> None:
+    clock = Clock()
+    adm = Admission(max_in_flight=2, max_queue=100, max_wait=30, clock=clock)
+    assert adm.retry_after() == 30  # nothing finished yet: the wait bound is the best guess
+    for _ in range(20):  # 20 slots freed over 10 s: 2 per second
+        await adm.admit()
+        await adm.release()
+        clock.now += 0.5
+    adm.waiting = 9
+    assert adm.retry_after() == 5  # (9 waiting + this one) / 2 per second
+    clock.now += 120
+    assert adm.retry_after() == 30  # the rate has aged out
