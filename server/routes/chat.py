@@ -18,7 +18,7 @@ from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import chat_logprobs, chunk_stream, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
-from server.routes.common import parse_body, request_info, response_base
+from server.routes.common import request_info, response_base
 from server.serving.core import Collected, ServingCore
 from server.serving.events import Piece, ReasoningText, ToolCall
 from server.serving.plan import GenerationPlan, make_plan
@@ -37,8 +37,7 @@ _ARG_PIECE = 32
 
 @router.post(PATHS[0])
 @router.post(PATHS[1])
-async def chat_completions(request: Request) -> Any:
-    req = await parse_body(request, ChatRequest)
+async def chat_completions(request: Request, req: ChatRequest) -> Any:
     state = app_state(request)
     plan = await chat_plan(state, req, request)
     base = response_base(state, plan)

@@ -1,33 +1,17 @@
-"""What every API adapter does the same way: parse the body, name the request, build options."""
+"""What every API adapter does the same way: name the request, and the OpenRouter response base.
+
+Bodies are parsed by FastAPI from the request models (so the OpenAPI document describes them);
+a validation error is a 400 naming the field, in the route's own error shape."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
 
-from server.errors import bad_request, describe_validation_error
-from server.jsonio import JSONDecodeError, loads
 from server.protocol.openrouter import generation_id
 from server.serving.plan import GenerationPlan, RequestInfo
 from server.state import AppState, app_state
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def parse_body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        data = loads(raw)
-    except (JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise bad_request("Request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise bad_request(describe_validation_error(exc)) from exc
 
 
 def request_info(request: Request, model: str | None, api: str, streamed: bool, user: object = None) -> RequestInfo:

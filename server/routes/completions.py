@@ -20,7 +20,7 @@ from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import chunk_stream, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
-from server.routes.common import parse_body, request_info, response_base
+from server.routes.common import request_info, response_base
 from server.serving.events import AnswerText, Piece, ReasoningText
 from server.serving.plan import GenerationPlan, make_plan
 from server.serving.sse import sse_response
@@ -33,8 +33,7 @@ _OBJECT = "text_completion"
 
 @router.post(PATHS[0])
 @router.post(PATHS[1])
-async def completions(request: Request) -> Any:
-    req = await parse_body(request, CompletionRequest)
+async def completions(request: Request, req: CompletionRequest) -> Any:
     state = app_state(request)
     plan = completion_plan(state, req, request)
     base = response_base(state, plan)

@@ -20,7 +20,7 @@ from server.hermes.params import build_options
 from server.jsonio import JSONResponse
 from server.protocol.anthropic_api import MessagesRequest, chat_messages
 from server.protocol.anthropic_wire import ContentBlocks, anthropic_error_body, stop_reason, usage_object
-from server.routes.common import parse_body, request_info
+from server.routes.common import request_info
 from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
 from server.serving.plan import GenerationPlan, make_plan
 from server.serving.sse import sse, sse_response
@@ -38,8 +38,7 @@ class CountTokensRequest(MessagesRequest):
 
 @router.post(PATHS[0])
 @router.post(PATHS[1])
-async def create_message(request: Request) -> Any:
-    req = await parse_body(request, MessagesRequest)
+async def create_message(request: Request, req: MessagesRequest) -> Any:
     state = app_state(request)
     plan = await _plan(state, req, request)
     message_id = random_id("msg_", 24)
@@ -58,9 +57,8 @@ async def create_message(request: Request) -> Any:
 
 @router.post("/v1/messages/count_tokens")
 @router.post("/api/v1/messages/count_tokens")
-async def count_tokens(request: Request) -> Any:
+async def count_tokens(request: Request, req: CountTokensRequest) -> Any:
     """The prompt tokens exactly as a create with the same body would render them."""
-    req = await parse_body(request, CountTokensRequest)
     plan = await _plan(app_state(request), req, request)
     return {"input_tokens": len(plan.prompt_ids)}
 

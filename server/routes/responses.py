@@ -32,7 +32,7 @@ from server.protocol.responses_wire import (
     openai_error_body,
     usage_object,
 )
-from server.routes.common import parse_body, request_info
+from server.routes.common import request_info
 from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
 from server.serving.plan import GenerationPlan, make_plan
 from server.serving.sse import sse, sse_response
@@ -111,8 +111,7 @@ class _Turn:
 
 @router.post(PATHS[0])
 @router.post(PATHS[1])
-async def create_response(request: Request) -> Any:
-    req = await parse_body(request, ResponsesRequest)
+async def create_response(request: Request, req: ResponsesRequest) -> Any:
     state = app_state(request)
     history = await _previous_history(state, request, req.previous_response_id)
     conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}))]
