@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ import typer
 from server.cli_common import ConfigOpt, configs_dir, load_or_exit, profile_from_env
 from server.constants import HF_REPO, HF_REPO_FP8, OPENROUTER_MODEL_ID
 from server.settings import REPO_ROOT
+from server.supervisor import SUPERVISED, supervise
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-hosted OpenRouter-compatible server for Hermes 4 70B.")
 
@@ -42,6 +44,10 @@ def serve(
         typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
         raise typer.Exit(2)
     _use_local_weights(settings)
+    if os.environ.get(SUPERVISED) != "1":  # checks passed: run the server itself in its own session
+        flags = {"--config": config, "--host": host, "--port": port}
+        argv = [sys.executable, "-m", "server.cli", "serve", *(x for k, v in flags.items() if v is not None for x in (k, str(v)))]
+        raise typer.Exit(supervise(argv))
 
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings)

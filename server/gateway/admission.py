@@ -22,7 +22,9 @@ _RETRY_MAX_S = 600
 
 
 class Admission:
-    def __init__(self, max_in_flight: int, max_queue: int, max_wait: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_in_flight: int, max_queue: int, max_wait: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
         self.max_wait = max_wait

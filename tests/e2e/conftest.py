@@ -51,7 +51,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(tmp: Path, name: str, config: str = "configs/tiny-cpu.yaml", env: dict[str, str] | None = None) -> RunningServer:
+def start_server(
+    tmp: Path, name: str, config: str = "configs/tiny-cpu.yaml", env: dict[str, str] | None = None, own_group: bool = False
+) -> RunningServer:
+    """``own_group``: the server leads a process group of its own, so a test can signal the whole
+    group as a terminal or a process manager would."""
     port = free_port()
     log = tmp / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
@@ -61,6 +65,7 @@ def start_server(tmp: Path, name: str, config: str = "configs/tiny-cpu.yaml", en
         env=full_env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=own_group,
     )
     server = RunningServer(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + START_TIMEOUT

@@ -239,10 +239,21 @@ def test_usage_survives_restart_and_cli_reports_it(gw: Gw) -> None:
     assert "plain" in out and "at OpenRouter" in out
 
 
-def test_sigterm_drains_twenty_streams(tmp_path: Path) -> None:
+# How the stop signal arrives: to the main process (docker stop, Kubernetes, KillMode=mixed), or
+# to the whole process group (Ctrl-C in a terminal, kill -TERM -<pgid>), which vLLM's engine
+# processes would get too if the server did not run them in a session of its own.
+SIGNAL_PATHS = {
+    "sigterm-main": lambda p: p.send_signal(signal.SIGTERM),
+    "sigterm-group": lambda p: os.killpg(p.pid, signal.SIGTERM),
+    "sigint-group": lambda p: os.killpg(p.pid, signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize("how", list(SIGNAL_PATHS))
+def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
     env = _env(tmp_path / "drain.db", HERMES_GATEWAY__DRAIN_TIMEOUT_SECONDS="3")
     key = _key(env, "--label", "drain")
-    server = start_server(tmp_path, "drain", env=env)
+    server = start_server(tmp_path, "drain", env=env, own_group=True)
     results: dict[int, tuple[str, str]] = {}
     started = threading.Barrier(21)
 
@@ -257,7 +268,7 @@ def test_sigterm_drains_twenty_streams(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     started.wait(timeout=120)
-    server.process.send_signal(signal.SIGTERM)
+    SIGNAL_PATHS[how](server.process)
     time.sleep(0.5)
     assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
     assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503

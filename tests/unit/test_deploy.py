@@ -119,3 +119,17 @@ def test_container_and_compose_agree_with_the_server() -> None:
     grace = int(svc["stop_grace_period"].rstrip("s"))
     assert grace >= s.gateway.drain_timeout_seconds + 5
     assert svc["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_systemd_unit_stops_the_main_process_and_waits_for_the_drain() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "systemd" / "hermes-server.service")
+    service = unit["Service"]
+    assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
+    s = load_settings(ROOT / "configs" / "h100x8-bf16.yaml")
+    assert float(service["TimeoutStopSec"]) >= s.gateway.drain_timeout_seconds + 30
+    command = service["ExecStart"].split()
+    assert command[1:3] == ["serve", "--config"] and (ROOT / "configs" / Path(command[3]).name).exists()
