@@ -5,7 +5,6 @@ chunks or one body."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
@@ -13,24 +12,20 @@ from fastapi import APIRouter, Request
 from server.engine.base import StructuredOutput, TokenLogprob
 from server.errors import bad_request
 from server.hermes.constraints import plan_tools, response_format_constraint
-from server.hermes.params import build_options
 from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import chat_logprobs, chunk_stream, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
-from server.routes.common import request_info, response_base
+from server.routes.common import plan_chat, request_info, response_base
 from server.serving.core import Collected, ServingCore
 from server.serving.events import Piece, ReasoningText, ToolCall
-from server.serving.plan import GenerationPlan, make_plan
+from server.serving.plan import GenerationPlan
 from server.serving.sse import sse_response
 from server.state import AppState, app_state
 
 PATHS = ("/v1/chat/completions", "/api/v1/chat/completions")
 router = APIRouter()
 
-# Rendering a very long prompt (tens of thousands of tokens) takes long enough to stall other
-# streams; below this many characters it is cheaper to render inline than to hop threads.
-_RENDER_INLINE_CHARS = 20_000
 # Streamed tool-call arguments are sent in pieces of this many characters (clients concatenate).
 _ARG_PIECE = 32
 
@@ -55,36 +50,17 @@ async def chat_plan(state: AppState, req: ChatRequest, request: Request) -> Gene
     tools = plan_tools(req)
     whole = _structured(req)  # the extension constrains the whole output, reasoning included
     structured = whole or tools.structured or response_format_constraint(req.response_format)
-    core = state.core()
-    renderer = core.renderer
     messages = [m.model_dump(exclude_none=True, by_alias=True) for m in req.messages]
-    size = sum(len(str(m.get("content") or "")) for m in messages)
-
-    def render() -> Any:
-        return renderer.render_chat(
-            messages, tools=tools.offered, thinking=reasoning.enabled, keep_cots=settings.reasoning.keep_cots
-        )
-
-    prompt = await asyncio.to_thread(render) if size > _RENDER_INLINE_CHARS else render()
-    options = build_options(
-        req,
-        requested_max_tokens=req.max_completion_tokens or req.max_tokens,
-        prompt_tokens=len(prompt.token_ids),
-        max_model_len=core.engine.max_model_len,
-        defaults=settings.sampling,
-        stop_token_ids=renderer.stop_token_ids,
-        vocab_size=renderer.vocab_size,
-        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-        structured=structured,
-    )
-    return make_plan(
-        renderer,
+    return await plan_chat(
+        state,
         info,
-        prompt.token_ids,
-        options,
+        messages,
+        req,
+        max_tokens=req.max_completion_tokens or req.max_tokens,
         reasoning=reasoning,
         tools=tools,
-        start_in_reasoning=prompt.opens_reasoning,
+        structured=structured,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         grammar_covers_reasoning=whole is not None,
     )
 

@@ -6,7 +6,6 @@ stream events (protocol/anthropic_wire.py). Errors are in Anthropic's shape on t
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,13 +15,12 @@ from fastapi import APIRouter, Request
 from server.constants import random_id
 from server.errors import register_error_shape
 from server.hermes.constraints import plan_tools, response_format_constraint
-from server.hermes.params import build_options
 from server.jsonio import JSONResponse
 from server.protocol.anthropic_api import MessagesRequest, chat_messages
 from server.protocol.anthropic_wire import ContentBlocks, anthropic_error_body, stop_reason, usage_object
-from server.routes.common import request_info
+from server.routes.common import plan_chat, request_info
 from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
-from server.serving.plan import GenerationPlan, make_plan
+from server.serving.plan import GenerationPlan
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
 
@@ -70,28 +68,15 @@ async def _plan(state: AppState, req: MessagesRequest, request: Request) -> Gene
     reasoning = req.reasoning(settings.reasoning.default_enabled)
     tools = plan_tools(req.tool_fields())
     structured = tools.structured or response_format_constraint(req.response_format())
-    messages = chat_messages(req)
-    core = state.core()
-    renderer = core.renderer
-
-    def render() -> Any:
-        return renderer.render_chat(
-            messages, tools=tools.offered, thinking=reasoning.enabled, keep_cots=settings.reasoning.keep_cots
-        )
-
-    prompt = await asyncio.to_thread(render)
-    options = build_options(
+    return await plan_chat(
+        state,
+        info,
+        chat_messages(req),
         req.sampling(),
-        requested_max_tokens=req.max_tokens,
-        prompt_tokens=len(prompt.token_ids),
-        max_model_len=core.engine.max_model_len,
-        defaults=settings.sampling,
-        stop_token_ids=renderer.stop_token_ids,
-        vocab_size=renderer.vocab_size,
+        max_tokens=req.max_tokens,
+        reasoning=reasoning,
+        tools=tools,
         structured=structured,
-    )
-    return make_plan(
-        renderer, info, prompt.token_ids, options, reasoning=reasoning, tools=tools, start_in_reasoning=prompt.opens_reasoning
     )
 
 

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request
 from server.errors import APIError, bad_request, register_error_shape
 from server.gateway.db import StoredResponse
 from server.hermes.constraints import plan_tools, response_format_constraint
-from server.hermes.params import build_options
 from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
@@ -32,9 +31,9 @@ from server.protocol.responses_wire import (
     openai_error_body,
     usage_object,
 )
-from server.routes.common import request_info
+from server.routes.common import plan_chat, request_info
 from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
-from server.serving.plan import GenerationPlan, make_plan
+from server.serving.plan import GenerationPlan
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
 from server.timeutil import utcnow
@@ -135,28 +134,9 @@ async def _plan(state: AppState, req: ResponsesRequest, request: Request, conver
     reasoning = plan_reasoning(req, settings.reasoning.default_enabled)
     tools = plan_tools(req.chat_tools())
     structured = tools.structured or response_format_constraint(req.response_format())
-    core = state.core()
-    renderer = core.renderer
     messages = ([{"role": "system", "content": req.instructions}] if req.instructions else []) + conversation
-
-    def render() -> Any:
-        return renderer.render_chat(
-            messages, tools=tools.offered, thinking=reasoning.enabled, keep_cots=settings.reasoning.keep_cots
-        )
-
-    prompt = await asyncio.to_thread(render)
-    options = build_options(
-        req,
-        requested_max_tokens=req.max_output_tokens,
-        prompt_tokens=len(prompt.token_ids),
-        max_model_len=core.engine.max_model_len,
-        defaults=settings.sampling,
-        stop_token_ids=renderer.stop_token_ids,
-        vocab_size=renderer.vocab_size,
-        structured=structured,
-    )
-    plan = make_plan(
-        renderer, info, prompt.token_ids, options, reasoning=reasoning, tools=tools, start_in_reasoning=prompt.opens_reasoning
+    plan = await plan_chat(
+        state, info, messages, req, max_tokens=req.max_output_tokens, reasoning=reasoning, tools=tools, structured=structured
     )
     return _Turn(state, req, plan, conversation)
 
