@@ -4,34 +4,15 @@ tokens are -inf), top_p 0, legacy completions with logprobs 0, streamed finish c
 from __future__ import annotations
 
 import json
-import math
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import RunningServer
+from tests.shared import finite, strict_json
 
 MODEL = "nousresearch/hermes-4-70b"
 MSG = [{"role": "user", "content": "Give me JSON"}]
-
-
-def _strict_json(text: str) -> object:
-    """Parse as JavaScript's JSON.parse would: NaN and Infinity are errors."""
-
-    def refuse(constant: str) -> object:
-        raise ValueError(f"non-finite number {constant} in JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def _finite(obj: object) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite(v) for v in obj)
-    return True
 
 
 @pytest.mark.parametrize(
@@ -44,7 +25,7 @@ def _finite(obj: object) -> bool:
         },
     ],
 )
-def test_logprobs_under_a_grammar_are_finite(server: RunningServer, constraint: dict) -> None:
+def test_logprobs_under_a_grammar_arefinite(server: RunningServer, constraint: dict) -> None:
     body = {
         "model": MODEL,
         "messages": MSG,
@@ -57,15 +38,15 @@ def test_logprobs_under_a_grammar_are_finite(server: RunningServer, constraint: 
     with httpx.Client(timeout=120) as client:
         r = client.post(server.v1 + "/chat/completions", json=body)
         assert r.status_code == 200, r.text
-        data = _strict_json(r.text)
-        assert _finite(data)
+        data = strict_json(r.text)
+        assert finite(data)
         tops = [t["logprob"] for c in data["choices"][0]["logprobs"]["content"] for t in c["top_logprobs"]]
         assert -9999.0 in tops  # the grammar masked some alternatives: clamped, not -inf
         # The same connection keeps working (no half-sent 500).
         streamed = client.post(server.v1 + "/chat/completions", json={**body, "stream": True})
         for line in streamed.text.splitlines():
             if line.startswith("data: {"):
-                assert _finite(_strict_json(line[6:]))
+                assert finite(strict_json(line[6:]))
 
 
 def test_top_p_zero_is_greedy(server: RunningServer) -> None:

@@ -11,21 +11,11 @@ import jsonschema
 import pytest
 
 from tests.e2e.conftest import RunningServer
+from tests.shared import CITY, THINKING
 
 MODEL = "nousresearch/hermes-4-70b"
 GREEDY = {"temperature": 0, "top_p": 1}
 HI = [{"role": "user", "content": "Hi"}]
-# Ends the prompt inside <think>: the output starts as reasoning, and the budget closes it.
-THINKING = [*HI, {"role": "assistant", "content": "<think>\n"}]
-CITY = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Oslo"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 TOOLS = [
     {"name": "get_weather", "description": "Forecast", "input_schema": CITY},
     {

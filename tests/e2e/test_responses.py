@@ -14,20 +14,10 @@ from openai import NotFoundError, OpenAI
 from pydantic import BaseModel
 
 from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.shared import CITY, THINKING
 
 MODEL = "nousresearch/hermes-4-70b"
 GREEDY = {"temperature": 0, "top_p": 1}
-# Ends the input inside <think>: the output starts as reasoning (the thinking budget then closes it).
-THINKING = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\n"}]
-CITY = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Oslo"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 TOOL = {"type": "function", "name": "get_weather", "description": "Forecast", "parameters": CITY, "strict": True}
 
 

@@ -4,8 +4,6 @@ JSON with only finite numbers."""
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from server.engine.fake import FakeEngine
 from server.hermes.prompt import PromptRenderer, load_tokenizer
 from server.settings import load_settings
 from tests.conftest import TINY
+from tests.shared import finite, strict_json
 
 _tokenizer = load_tokenizer(str(TINY))
 _engine = FakeEngine(_tokenizer, reply="<think>\nhm\n</think>\nFine. 3.5 < 4", max_model_len=4096)
@@ -42,20 +41,6 @@ async def _without_lifespan(scope: dict, receive: Any, send: Any) -> None:
 schema = schemathesis.openapi.from_asgi("/openapi.json", _without_lifespan)
 
 
-def _refuse(constant: str) -> object:
-    raise ValueError(f"non-finite number {constant}")
-
-
-def _finite(obj: object) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite(v) for v in obj)
-    return True
-
-
 @pytest.mark.filterwarnings("ignore")
 @schema.parametrize()
 @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -71,4 +56,4 @@ def test_no_server_error_and_only_finite_json(case: schemathesis.Case) -> None:
     else:
         bodies = []
     for body in bodies:
-        assert _finite(json.loads(body, parse_constant=_refuse)), body[:500]
+        assert finite(strict_json(body)), body[:500]
