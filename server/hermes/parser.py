@@ -124,16 +124,6 @@ def ends_inside_reasoning(prompt: str) -> bool:
     return prompt.rfind(OPEN) > prompt.rfind(CLOSE)
 
 
-def split_whole(text: str, start_in_reasoning: bool = False) -> tuple[str, str]:
-    """(reasoning, content) of a complete output."""
-    p = ReasoningParser(start_in_reasoning)
-    pieces = p.feed(text) + p.finish()
-    return (
-        "".join(x.text for x in pieces if x.kind == "reasoning"),
-        "".join(x.text for x in pieces if x.kind == "content"),
-    )
-
-
 def reasoning_token_count(token_ids: Sequence[int], token_bytes: Callable[[int], bytes], start_in_reasoning: bool = False) -> int:
     """Exact number of generated tokens that belong to reasoning, tags included.
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.hermes.parser import ReasoningParser, reasoning_token_count, split_whole
+from server.hermes.parser import ReasoningParser, reasoning_token_count
 
 ATOMS = ["<think>", "</think>", "<", "</", "<th", "think", ">", "\n", " ", "a", "b c", "{", "}", "é", "<tool_call>", "x<y"]
 texts = st.lists(st.sampled_from(ATOMS), max_size=40).map("".join)
+
+
+def split_whole(text: str, start_in_reasoning: bool = False) -> tuple[str, str]:
+    """(reasoning, content) of a complete output."""
+    p = ReasoningParser(start_in_reasoning)
+    pieces = p.feed(text) + p.finish()
+    return (
+        "".join(x.text for x in pieces if x.kind == "reasoning"),
+        "".join(x.text for x in pieces if x.kind == "content"),
+    )
 
 
 def _split_points(text: str, cuts: list[int]) -> list[str]:
