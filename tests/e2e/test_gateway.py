@@ -206,7 +206,8 @@ def test_overload_gives_only_200_and_429(gw: Gw) -> None:
         t = time.monotonic()
         r = _chat(gw, "plain", max_tokens=30)
         if r.status_code == 429:
-            assert r.headers["Retry-After"] == "1" and "capacity" in r.json()["error"]["message"]
+            # Retry-After from the service rate seen so far (at least 1 s)
+            assert int(r.headers["Retry-After"]) >= 1 and "capacity" in r.json()["error"]["message"]
         return r.status_code, time.monotonic() - t
 
     start = time.monotonic()
