@@ -202,9 +202,16 @@ def test_disconnect_is_recorded_as_cancelled(gw: Gw) -> None:
 def test_overload_gives_only_200_and_429(gw: Gw) -> None:
     """40 concurrent requests at a server taking 4 in flight + 4 queued."""
 
+    ready = threading.Barrier(40)
+
     def one(_: int) -> tuple[int, float]:
-        t = time.monotonic()
-        r = _chat(gw, "plain", max_tokens=30)
+        # Clients made first, then all 40 requests sent at once: building 40 httpx clients takes
+        # long enough on two cores for the first requests to finish before the last are sent.
+        with httpx.Client(timeout=120) as client:
+            ready.wait(timeout=60)
+            t = time.monotonic()
+            body = {**BODY, "max_tokens": 30}
+            r = client.post(gw.server.v1 + "/chat/completions", json=body, headers=_auth(gw.keys["plain"]))
         if r.status_code == 429:
             # Retry-After from the service rate seen so far (at least 1 s)
             assert int(r.headers["Retry-After"]) >= 1 and "capacity" in r.json()["error"]["message"]
