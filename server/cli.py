@@ -44,7 +44,7 @@ def serve(
         typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
         raise typer.Exit(2)
     _use_local_weights(settings)
-    if os.environ.get(SUPERVISED) != "1":  # checks passed: run the server itself in its own session
+    if os.environ.get(SUPERVISED) != "1":  # checks passed: run the server itself in its own process group
         flags = {"--config": config, "--host": host, "--port": port}
         argv = [sys.executable, "-m", "server.cli", "serve", *(x for k, v in flags.items() if v is not None for x in (k, str(v)))]
         raise typer.Exit(supervise(argv))

@@ -1,10 +1,12 @@
-"""``serve`` runs the server as a child in its own session, and passes it the stop signals.
+"""``serve`` runs the server as a child in its own process group, and passes it the stop signals.
 
 Why: a signal sent to a whole process group — a terminal's Ctrl-C, ``kill -TERM -<pgid>``, some
 process managers — would otherwise also reach vLLM's engine processes, which exit at once and cut
-every stream the server was about to drain. In its own session the server (and the engine it
-starts) sees only what this supervisor forwards: the first SIGTERM/SIGINT drains, a second one
-exits now. systemd's default ``KillMode=control-group`` signals every process of the unit
+every stream the server was about to drain. In a process group of its own the server (and the
+engine it starts) sees only what this supervisor forwards: the first SIGTERM/SIGINT drains, a
+second one exits now. A process group, not a new session: Linux schedules each session as one
+group (autogroup), so a session of its own would change how the server shares the CPU with
+everything else started from the same terminal. systemd's default ``KillMode=control-group`` signals every process of the unit
 whatever its session: the unit in deploy/systemd uses ``KillMode=mixed`` for that reason.
 """
 
@@ -32,8 +34,8 @@ def _die_with_parent() -> None:
 
 
 def supervise(argv: list[str]) -> int:
-    """Run ``argv`` (the same command, supervised) in a new session; return its exit status."""
-    child = subprocess.Popen(argv, env={**os.environ, SUPERVISED: "1"}, start_new_session=True, preexec_fn=_die_with_parent)
+    """Run ``argv`` (the same command, supervised) in a new process group; return its exit status."""
+    child = subprocess.Popen(argv, env={**os.environ, SUPERVISED: "1"}, process_group=0, preexec_fn=_die_with_parent)
 
     def forward(sig: int, _frame: FrameType | None) -> None:
         child.send_signal(signal.SIGTERM if sig == signal.SIGHUP else sig)

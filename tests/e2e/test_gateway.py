@@ -249,7 +249,7 @@ def test_usage_survives_restart_and_cli_reports_it(gw: Gw) -> None:
 
 # How the stop signal arrives: to the main process (docker stop, Kubernetes, KillMode=mixed), or
 # to the whole process group (Ctrl-C in a terminal, kill -TERM -<pgid>), which vLLM's engine
-# processes would get too if the server did not run them in a session of its own.
+# processes would get too if the server did not run them in a process group of its own.
 SIGNAL_PATHS = {
     "sigterm-main": lambda p: p.send_signal(signal.SIGTERM),
     "sigterm-group": lambda p: os.killpg(p.pid, signal.SIGTERM),
