@@ -1,6 +1,6 @@
-"""JSON in and out, through orjson: several times faster than the standard library on the
-per-token path, and it writes a non-finite float (which JSON has no way to spell) as null instead
-of emitting ``-Infinity``; inbound, it refuses ``NaN``/``Infinity`` literals as invalid JSON."""
+"""JSON out, through orjson: several times faster than the standard library on the per-token
+path, and it writes a non-finite float (which JSON has no way to spell) as null instead of
+emitting ``-Infinity``. (Request bodies are parsed by FastAPI from the request models.)"""
 
 from __future__ import annotations
 
@@ -12,13 +12,6 @@ from starlette.responses import Response
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
-
-
-def loads(raw: bytes | str) -> Any:
-    return orjson.loads(raw)
-
-
-JSONDecodeError = orjson.JSONDecodeError
 
 
 class JSONResponse(Response):
