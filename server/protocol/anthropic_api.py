@@ -8,34 +8,39 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from server.constants import DEFAULT_EFFORT
 from server.errors import bad_request
 from server.hermes.reasoning import ReasoningPlan
-from server.protocol.requests import FunctionDef, JSONSchemaSpec, NamedToolChoice, ResponseFormat, SamplingFields, Tool
+from server.protocol.requests import (
+    FunctionDef,
+    JSONSchemaSpec,
+    Lenient,
+    NamedToolChoice,
+    ResponseFormat,
+    SamplingFields,
+    Tool,
+)
+
+# Every model here is Lenient: cache_control and other annotations may sit on any object, and are
+# accepted and ignored (prefix caching is automatic; its hits are reported in usage).
 
 
-class _Lenient(BaseModel):
-    # cache_control and other annotations may sit on any object: accepted, ignored (prefix caching
-    # is automatic and its hits are reported in usage).
-    model_config = ConfigDict(extra="allow")
-
-
-class ToolDef(_Lenient):
+class ToolDef(Lenient):
     type: str | None = None
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     input_schema: dict[str, Any] | None = None
 
 
-class ToolChoice(_Lenient):
+class ToolChoice(Lenient):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class Thinking(_Lenient):
+class Thinking(Lenient):
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, ge=0)
 
@@ -46,22 +51,22 @@ class Thinking(_Lenient):
         return self
 
 
-class OutputFormat(_Lenient):
+class OutputFormat(Lenient):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Lenient):
+class OutputConfig(Lenient):
     format: OutputFormat | None = None
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
 
 
-class Message(_Lenient):
+class Message(Lenient):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
-class MessagesRequest(_Lenient):
+class MessagesRequest(Lenient):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[Message] = Field(min_length=1)

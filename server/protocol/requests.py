@@ -15,27 +15,29 @@ from server.constants import Effort
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
+    """Unknown fields accepted (and ignored unless a route reads them), as OpenRouter does."""
+
     model_config = ConfigDict(extra="allow")
 
 
-class TextPart(_Lenient):
+class TextPart(Lenient):
     type: str
     text: str | None = None
 
 
-class FunctionCall(_Lenient):
+class FunctionCall(Lenient):
     name: str
     arguments: str | dict[str, Any] = ""
 
 
-class ToolCall(_Lenient):
+class ToolCall(Lenient):
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(_Lenient):
+class Message(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -54,31 +56,31 @@ class Message(_Lenient):
         return self
 
 
-class FunctionDef(_Lenient):
+class FunctionDef(Lenient):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(_Lenient):
+class Tool(Lenient):
     type: Literal["function"] = "function"
     function: FunctionDef
 
 
-class NamedToolChoice(_Lenient):
+class NamedToolChoice(Lenient):
     type: Literal["function"] = "function"
     function: dict[str, Any]
 
 
-class JSONSchemaSpec(_Lenient):
+class JSONSchemaSpec(Lenient):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Lenient):
+class ResponseFormat(Lenient):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaSpec | None = None
 
@@ -89,18 +91,18 @@ class ResponseFormat(_Lenient):
         return self
 
 
-class Reasoning(_Lenient):
+class Reasoning(Lenient):
     enabled: bool | None = None
     effort: Effort | None = None
     max_tokens: int | None = Field(None, ge=0)
     exclude: bool | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: bool | None = None
 
 
-class SamplingFields(_Lenient):
+class SamplingFields(Lenient):
     """Sampling fields shared by chat and completions, with OpenRouter's ranges."""
 
     model: str | None = None

@@ -8,17 +8,21 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from server.errors import bad_request
-from server.protocol.requests import FunctionDef, JSONSchemaSpec, NamedToolChoice, ResponseFormat, SamplingFields, Tool
+from server.protocol.requests import (
+    FunctionDef,
+    JSONSchemaSpec,
+    Lenient,
+    NamedToolChoice,
+    ResponseFormat,
+    SamplingFields,
+    Tool,
+)
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class FunctionTool(_Lenient):
+class FunctionTool(Lenient):
     type: str
     name: str | None = Field(None, min_length=1, max_length=64)
     description: str | None = None
@@ -26,12 +30,12 @@ class FunctionTool(_Lenient):
     strict: bool | None = None
 
 
-class FunctionChoice(_Lenient):
+class FunctionChoice(Lenient):
     type: Literal["function"]
     name: str
 
 
-class TextFormat(_Lenient):
+class TextFormat(Lenient):
     type: Literal["text", "json_object", "json_schema"]
     name: str = "response"
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -45,7 +49,7 @@ class TextFormat(_Lenient):
         return self
 
 
-class TextConfig(_Lenient):
+class TextConfig(Lenient):
     format: TextFormat | None = None
 
 
