@@ -141,6 +141,7 @@ class _Run:
         router = OutputRouter(plan.output)
         tally = Tally(len(plan.prompt_ids), core.renderer.token_bytes, plan.output.start_in_reasoning)
         failure: APIError | None = None
+        usage: Usage | None = None  # counted once at the end (reasoning tokens scan every token)
         cancelled = False
         source = plan_deltas(core.engine, core.renderer, plan)
         if core.observer is not None:
@@ -173,7 +174,8 @@ class _Run:
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
             reason = finish_reason(tally.native_finish, router.tool_calls) or "stop"
             end.append(Finish(reason, tally.native_finish or reason, stop_sequence))
-            end.append(tally.usage(*core.prices))
+            usage = tally.usage(*core.prices)
+            end.append(usage)
             yield end
         except (EngineError, APIError) as exc:
             failure = engine_failure(exc) if isinstance(exc, EngineError) else exc
@@ -184,14 +186,21 @@ class _Run:
         finally:
             await source.aclose()  # type: ignore[attr-defined]
             if core.observer is not None:
-                core.observer.finished(self, self._record(created, start, tally, router, failure, cancelled))
+                u = usage if usage is not None else tally.usage(*core.prices)  # failed or cancelled: what was made
+                core.observer.finished(self, self._record(created, start, tally, u, router, failure, cancelled))
 
     def _record(
-        self, created: dt.datetime, start: float, tally: Tally, router: OutputRouter, failure: APIError | None, cancelled: bool
+        self,
+        created: dt.datetime,
+        start: float,
+        tally: Tally,
+        u: Usage,
+        router: OutputRouter,
+        failure: APIError | None,
+        cancelled: bool,
     ) -> UsageRecord:
         info = self.plan.info
         end = time.monotonic()
-        u = tally.usage(*self.core.prices)
         ttft = tally.first_token_at - start if tally.first_token_at is not None else None
         finish = "error" if failure else ("cancelled" if cancelled else finish_reason(tally.native_finish, router.tool_calls))
         return UsageRecord(
