@@ -62,7 +62,11 @@ class GenerationPlan:
     plain_budget: int | None = None
     # Reasoning runs unconstrained; the grammar in options.structured starts after </think>.
     grammar_after_reasoning: bool = False
-    top_logprobs: int = 0
+
+    @property
+    def top_logprobs(self) -> int:
+        """Alternatives wanted per token (0 when logprobs are off or only the sampled token's)."""
+        return self.options.logprobs or 0
 
     @property
     def two_phase(self) -> bool:
@@ -114,5 +118,4 @@ def make_plan(
         output=output,
         plain_budget=plain_budget,
         grammar_after_reasoning=after,
-        top_logprobs=options.logprobs or 0,
     )
