@@ -24,6 +24,7 @@ from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
 from server.protocol.responses_api import FunctionChoice, ResponsesRequest, input_messages
 from server.protocol.responses_wire import (
+    Event,
     OutputItems,
     error_object,
     finished_status,
@@ -88,6 +89,10 @@ class _Turn:
             **extra,
         }
 
+    def close_items(self, finish: Finish) -> list[Event]:
+        """Finish the open output item with the response's own status (incomplete when cut)."""
+        return self.items.close(finished_status(finish)[0])
+
     def finished(self, finish: Finish, usage: Usage) -> dict[str, Any]:
         status, incomplete = finished_status(finish)
         return self.response(status, usage, incomplete_details=incomplete, completed_at=int(utcnow().timestamp()))
@@ -122,7 +127,7 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     out = await core.collect(turn.plan)
     for piece in out.pieces:
         turn.items.feed(piece)
-    turn.items.close("incomplete" if out.finish.native == "length" else "completed")
+    turn.close_items(out.finish)
     body = turn.finished(out.finish, out.usage)
     await turn.keep(body)
     return JSONResponse(body, headers=headers)
@@ -216,7 +221,7 @@ async def _events(turn: _Turn) -> AsyncIterator[bytes]:
                 yield KEEPALIVE
             elif isinstance(ev, Finish):
                 finish = ev
-                for kind, fields in turn.items.close("incomplete" if ev.native == "length" else "completed"):
+                for kind, fields in turn.close_items(ev):
                     yield event(kind, fields)
             elif isinstance(ev, Usage):
                 assert finish is not None
