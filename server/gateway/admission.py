@@ -40,13 +40,16 @@ class Admission:
         """Seconds until a newcomer would likely get a slot: everyone waiting, plus it, over the
         rate at which slots were freed in the last minute (at least 1 s)."""
         now = self._clock()
-        while self._released and self._released[0] < now - _RATE_WINDOW_S:
-            self._released.popleft()
+        self._forget_before(now - _RATE_WINDOW_S)
         if not self._released:
             return max(1, math.ceil(self.max_wait))  # nothing finished lately: no better estimate
         span = max(now - self._released[0], 1.0)
         rate = len(self._released) / span
         return min(_RETRY_MAX_S, max(1, math.ceil((self.waiting + 1) / rate)))
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self._released and self._released[0] < cutoff:
+            self._released.popleft()
 
     def _busy(self, message: str) -> APIError:
         return APIError(429, message, headers={"Retry-After": str(self.retry_after())}, reason="capacity")
@@ -79,7 +82,9 @@ class Admission:
     async def release(self) -> None:
         async with self._slot_freed:
             self.in_flight -= 1
-            self._released.append(self._clock())
+            now = self._clock()
+            self._released.append(now)
+            self._forget_before(now - _RATE_WINDOW_S)  # bounded by a minute's releases, 429s or not
             self._slot_freed.notify()
 
     # A generation's life, told by the serving core (through the app's observer).
