@@ -91,6 +91,31 @@ def test_keys_required(gw: Gw) -> None:
     assert _chat(gw, "plain").status_code == 200
 
 
+def test_responses_and_messages_share_keys_and_usage_records(gw: Gw) -> None:
+    """The Responses and Anthropic adapters go through the same gateway: keys (Anthropic's
+    x-api-key too, and its 401 shape), and a usage record per generation with its API type."""
+    import anthropic
+    from openai import OpenAI
+
+    key = gw.keys["plain"]
+    sdk = anthropic.Anthropic(base_url=gw.server.url, api_key=key, max_retries=0, timeout=120)
+    raw = sdk.messages.with_raw_response.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+    assert raw.parse().content is not None
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        anthropic.Anthropic(base_url=gw.server.url, api_key="sk-hermes-wrong", max_retries=0).messages.create(
+            model=MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert refused.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "User not found."}}
+    openai_raw = OpenAI(base_url=gw.server.v1, api_key=key, max_retries=0, timeout=120).responses.with_raw_response.create(
+        model=MODEL, input="Hi", max_output_tokens=4
+    )
+    for response, api in ((raw, "messages"), (openai_raw, "responses")):
+        gen_id = response.headers["X-Generation-Id"]
+        record = _record(gw, gen_id)
+        assert record.status_code == 200 and record.json()["data"]["api_type"] == api
+        assert _record(gw, gen_id, "other").status_code == 404
+
+
 def test_revoked_key_stops_working(gw: Gw) -> None:
     key = _key(gw.env, "--label", "short-lived")
     assert httpx.get(gw.server.api_v1 + "/key", headers=_auth(key), timeout=30).status_code == 200
