@@ -20,6 +20,7 @@ from server.gateway.stats import RecentStats
 from server.gateway.usage import UsageLog
 from server.hermes.prompt import PromptRenderer
 from server.serving.core import ServingCore
+from server.serving.plan import GenerationPlan
 from server.serving.record import Stoppable, UsageRecord
 from server.settings import Settings
 
@@ -99,15 +100,29 @@ class AppState:
             raise bad_request(f"{model} is not a valid model ID")
         return self.settings.model.served_name
 
+    async def hold_credit(self, plan: GenerationPlan) -> None:
+        """Hold the plan's largest possible cost against its key's credit limit (402 if it does
+        not fit); the usage record settles it."""
+        info = plan.info
+        if info.key_id is not None and info.credit_limit is not None:
+            p, g = self.settings.pricing, self.settings.gateway
+            await self.limits.hold_credit(
+                info.key_id,
+                info.credit_limit,
+                info.gen_id,
+                prompt_tokens=len(plan.prompt_ids),
+                max_tokens=plan.options.max_tokens,
+                prices=(p.prompt, p.completion),
+                timeout_s=g.request_timeout_seconds,
+            )
+
     # ---- the serving core's observer: drain bookkeeping, usage, limits, figures ------------------
     def started(self, run: Stoppable) -> None:
         self.admission.started(run)
 
     def finished(self, run: Stoppable, record: UsageRecord) -> None:
         self.admission.finished(run)
-        self.usage.add(record)
-        if record.key_id is not None:
-            self.limits.used(record.key_id, record.prompt_tokens + record.completion_tokens, record.cost)
+        self.usage.add(record)  # its write settles the key's spend, credit hold and tokens
         if not record.cancelled and not record.client_mistake:
             ttft = record.ttft_ms / 1000 if record.ttft_ms is not None else None
             decode = (record.latency_ms - (record.ttft_ms or record.latency_ms)) / 1000

@@ -1,6 +1,11 @@
 """API keys and usage records in a real database through SQLAlchemy (SQLite file by default,
 PostgreSQL by URL). Synchronous engine: calls run in worker threads from the async server.
 
+The database is also where keys' limits are counted (requests and tokens of the last minute,
+spend and the credit held for running requests), so that every API process — and every node
+sharing one PostgreSQL database — sees the same counts: a limit check runs in one transaction
+that first locks the key's row (:meth:`Database.locked_key`).
+
 Keys are random 256-bit tokens, so a plain SHA-256 is the right hash: slow password hashes
 (bcrypt, argon2) defend low-entropy secrets and would only add latency to every request.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +36,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -59,6 +66,32 @@ class ApiKey(Base):
     credit_limit: Mapped[float | None] = mapped_column(Float, nullable=True)  # USD
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
+    # USD spent, kept with every usage batch; NULL in a database made before this column existed
+    # (then summed from the usage records once, on first use).
+    spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RateEvent(Base):
+    """What a key's per-minute limits count: an admitted request (requests=1) or a finished
+    generation's tokens. Rows older than the window are deleted as the key is checked."""
+
+    __tablename__ = "rate_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)  # unix time
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CreditHold(Base):
+    """The most a running generation can cost, held against its key's credit limit until its
+    usage record replaces it (or it expires, if its process died)."""
+
+    __tablename__ = "credit_holds"
+    gen_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    amount: Mapped[float] = mapped_column(Float)  # USD
+    expires_at: Mapped[float] = mapped_column(Float)  # unix time
 
 
 class UsageRecord(Base):
@@ -106,6 +139,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+    # Take the write lock when a write transaction begins, not at its first write: a limit check
+    # reads counts and then writes, and two processes must not both read before either writes.
+    dbapi_conn.isolation_level = "IMMEDIATE"
 
 
 def _add_new_columns(engine: Engine) -> None:
@@ -152,7 +188,13 @@ class Database:
     ) -> tuple[ApiKey, str]:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKey(
-            label=label, key_hash=hash_key(key), hint=key[: len(KEY_PREFIX) + 4], credit_limit=credit_limit, rpm=rpm, tpm=tpm
+            label=label,
+            key_hash=hash_key(key),
+            hint=key[: len(KEY_PREFIX) + 4],
+            credit_limit=credit_limit,
+            rpm=rpm,
+            tpm=tpm,
+            spent=0.0,
         )
         with self.session() as s:
             s.add(row)
@@ -175,13 +217,72 @@ class Database:
             row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
             return row if row is not None and row.revoked_at is None else None
 
+    # ---- limits: counted here so that every process sees the same numbers ----------------------
+    @contextmanager
+    def locked_key(self, key_id: int) -> Iterator[Session]:
+        """A transaction that holds the key's row: a no-op UPDATE is the first statement, which
+        takes PostgreSQL's row lock and SQLite's write lock, so reads that follow see every
+        committed count and no other checker of the key runs until this one commits."""
+        with self.session() as s:
+            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(id=ApiKey.id))
+            yield s
+
+    @staticmethod
+    def recent(s: Session, key_id: int, since: float) -> tuple[int, int, float | None, float | None]:
+        """(requests, tokens, oldest request time, oldest token time) of the key since ``since``."""
+        ev = RateEvent
+        s.execute(delete(ev).where(ev.key_id == key_id, ev.at < since))
+        req = s.execute(select(func.count(), func.min(ev.at)).where(ev.key_id == key_id, ev.at >= since, ev.requests > 0)).one()
+        tok = s.execute(
+            select(func.coalesce(func.sum(ev.tokens), 0), func.min(ev.at)).where(
+                ev.key_id == key_id, ev.at >= since, ev.tokens > 0
+            )
+        ).one()
+        return int(req[0]), int(tok[0]), req[1], tok[1]
+
+    @staticmethod
+    def committed(s: Session, key_id: int, now: float) -> float:
+        """USD the key has spent plus what running generations hold against it."""
+        row = s.get(ApiKey, key_id)
+        if row is None:
+            return 0.0
+        if row.spent is None:  # a database from before the column: sum the records once
+            total = s.scalar(select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(UsageRecord.key_id == key_id))
+            row.spent = float(total or 0.0)
+        held = s.scalar(
+            select(func.coalesce(func.sum(CreditHold.amount), 0.0)).where(
+                CreditHold.key_id == key_id, CreditHold.expires_at > now
+            )
+        )
+        return float(row.spent) + float(held or 0.0)
+
     # ---- usage -------------------------------------------------------------------------------
-    def add_records(self, records: list[dict[str, Any]]) -> None:
+    def add_records(self, records: list[dict[str, Any]], now: float | None = None) -> None:
+        """Write a batch of usage records and, in the same transaction, settle their keys: spend
+        goes up by each cost, the generation's credit hold goes, its tokens count per minute."""
         # One executemany INSERT per batch: an ORM merge per record costs a SELECT each, which
         # showed up as 10 % of the API process under load.
-        if records:
-            with self.session() as s:
-                s.execute(insert(UsageRecord), records)
+        if not records:
+            return
+        at = time.time() if now is None else now
+        keyed = [r for r in records if r.get("key_id") is not None]
+        with self.session() as s:
+            s.execute(insert(UsageRecord), records)
+            if keyed:
+                s.execute(
+                    insert(RateEvent),
+                    [
+                        {"key_id": r["key_id"], "at": at, "requests": 0, "tokens": r["prompt_tokens"] + r["completion_tokens"]}
+                        for r in keyed
+                    ],
+                )
+                s.execute(delete(CreditHold).where(CreditHold.gen_id.in_([r["id"] for r in keyed])))
+                spent: dict[int, float] = {}
+                for r in keyed:
+                    spent[r["key_id"]] = spent.get(r["key_id"], 0.0) + r["cost"]
+                for key_id, cost in spent.items():
+                    # NULL (a key from before the column) stays NULL: its first use sums the records.
+                    s.execute(update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + cost))
 
     def record(self, gen_id: str) -> UsageRecord | None:
         with self.session() as s:

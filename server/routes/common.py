@@ -35,6 +35,7 @@ def request_info(request: Request, model: str | None, api: str, streamed: bool, 
         route=request.url.path,
         streamed=streamed,
         key_id=key.id if key is not None else None,
+        credit_limit=key.credit_limit if key is not None else None,
         referer=h.get("http-referer") or h.get("referer"),
         title=h.get("x-title") or h.get("x-openrouter-title"),
         user=str(user)[:200] if user is not None else None,
@@ -91,7 +92,7 @@ async def plan_chat(
         logprobs=logprobs,
         structured=structured,
     )
-    return make_plan(
+    plan = make_plan(
         renderer,
         info,
         prompt.token_ids,
@@ -101,3 +102,5 @@ async def plan_chat(
         start_in_reasoning=prompt.opens_reasoning,
         grammar_covers_reasoning=grammar_covers_reasoning,
     )
+    await state.hold_credit(plan)
+    return plan

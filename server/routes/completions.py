@@ -36,6 +36,7 @@ _OBJECT = "text_completion"
 async def completions(request: Request, req: CompletionRequest) -> Any:
     state = app_state(request)
     plan = completion_plan(state, req, request)
+    await state.hold_credit(plan)
     base = response_base(state, plan)
     headers = {"X-Generation-Id": plan.info.gen_id}
     core = state.core()

@@ -30,6 +30,7 @@ class RequestInfo:
     route: str
     streamed: bool
     key_id: int | None = None
+    credit_limit: float | None = None  # the key's, USD: the generation's cost is held against it
     referer: str | None = None
     title: str | None = None
     user: str | None = None  # the caller's end user (OpenRouter's `user`), recorded as external_user

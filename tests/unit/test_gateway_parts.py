@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from pathlib import Path
 
 import pytest
 
 from server.errors import APIError
-from server.gateway.admission import Admission
+from server.gateway.admission import Admission, LocalSlots, SharedSlots
 from server.gateway.db import Database
 from server.gateway.keys import KeyInfo, KeyStore, bearer_token
 from server.gateway.limits import Limits
@@ -62,10 +64,15 @@ async def test_keys_found_by_hash_only() -> None:
     assert bearer_token([(b"authorization", b"Basic abc")]) is None
 
 
-async def test_rpm_limit_counts_requests_in_a_sliding_minute() -> None:
-    clock = Clock()
-    limits = Limits(None, clock)
-    key = _key(rpm=2)
+def _keyed(db: Database, **limits: float | int | None) -> KeyInfo:
+    row, _ = db.create_key("ci", limits.get("credit"), limits.get("rpm"), limits.get("tpm"))  # type: ignore[arg-type]
+    return KeyInfo.of(row)
+
+
+async def test_rpm_limit_counts_requests_in_a_sliding_minute(tmp_path: Path) -> None:
+    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
+    limits = Limits(db, clock)
+    key = _keyed(db, rpm=2)
     first = await limits.check(key)
     assert first["X-RateLimit-Remaining"] == "1"
     await limits.check(key)
@@ -74,14 +81,18 @@ async def test_rpm_limit_counts_requests_in_a_sliding_minute() -> None:
     assert exc.value.status == 429 and exc.value.headers["Retry-After"] == "60" and exc.value.reason == "rate_requests"
     clock.now += 60.5
     await limits.check(key)  # the first two left the window
+    # A second Limits on the same database (another API process) counts in the same minute.
+    await Limits(Database(f"sqlite:///{tmp_path / 'u.db'}"), clock).check(key)
+    with pytest.raises(APIError):
+        await limits.check(key)
 
 
-async def test_tpm_limit_counts_finished_generations() -> None:
-    clock = Clock()
-    limits = Limits(None, clock)
-    key = _key(tpm=100)
+async def test_tpm_limit_counts_finished_generations(tmp_path: Path) -> None:
+    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
+    limits = Limits(db, clock)
+    key = _keyed(db, tpm=15)
     await limits.check(key)
-    limits.used(key.id, 100, 0.0)
+    db.add_records([_record("gen-a", key.id, cost=0.0).row()], now=clock.now)  # 10 + 5 tokens
     with pytest.raises(APIError) as exc:
         await limits.check(key)
     assert exc.value.status == 429 and exc.value.reason == "rate_tokens"
@@ -89,15 +100,29 @@ async def test_tpm_limit_counts_finished_generations() -> None:
     await limits.check(key)
 
 
-async def test_credit_limit_from_database_then_running_spend() -> None:
-    db = Database("sqlite://")
-    row, _ = db.create_key("ci", 1.0, None, None)
-    db.add_records([_record("gen-a", row.id, cost=0.6).row()])
-    limits = Limits(db)
-    key = _key(credit=1.0)
-    assert await limits.spend(key) == pytest.approx(0.6)
-    await limits.check(key)
-    limits.used(key.id, 10, 0.5)  # now 1.1 spent
+async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_path: Path) -> None:
+    """The most a request can cost is held first, so concurrent requests cannot overspend; the
+    usage record replaces the hold with the real cost."""
+    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
+    limits = Limits(db, clock)
+    key = _keyed(db, credit=1.0)
+    db.add_records([_record("gen-old", key.id, cost=0.6).row()], now=clock.now)
+    await limits.check(key)  # 0.6 < 1.0
+    prices = (0.001, 0.01)  # USD per prompt / completion token
+    await limits.hold_credit(key.id, 1.0, "gen-a", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)  # 0.3 held
+    with pytest.raises(APIError) as exc:  # 0.6 + 0.3 + 0.3 > 1.0
+        await limits.hold_credit(key.id, 1.0, "gen-b", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
+    assert exc.value.status == 402 and "can only afford 0" in exc.value.message
+    with pytest.raises(APIError) as exc:
+        await limits.hold_credit(key.id, 1.0, "gen-b", prompt_tokens=10, max_tokens=100, prices=prices, timeout_s=60)
+    assert exc.value.message.endswith("can only afford 9.")  # (0.1 - 10 x 0.001) / 0.01
+    db.add_records([_record("gen-a", key.id, cost=0.05).row()], now=clock.now)  # settled below its hold: 0.65 spent
+    await limits.hold_credit(key.id, 1.0, "gen-b", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
+    with pytest.raises(APIError):  # 0.65 + 0.3 held: another 0.3 does not fit
+        await limits.hold_credit(key.id, 1.0, "gen-c", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
+    clock.now += 60 + 600 + 1  # a hold whose process died lapses after its deadline
+    await limits.hold_credit(key.id, 1.0, "gen-c", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
+    db.add_records([_record("gen-c", key.id, cost=0.4).row()], now=clock.now)  # 1.05 spent
     with pytest.raises(APIError) as exc:
         await limits.check(key)
     assert exc.value.status == 402 and exc.value.reason == "credit"
@@ -115,6 +140,47 @@ async def test_admission_slots_then_queue_then_429() -> None:
     await adm.release()
     await asyncio.wait_for(waiter, 1)
     assert adm.in_flight == 1 and adm.waiting == 0
+
+
+def _admit_in_another_process(slots: SharedSlots, attempts: int, out: multiprocessing.Queue[tuple[int, int]]) -> None:
+    """A second API process: tries ``attempts`` admissions against the same shared slots."""
+
+    async def go() -> tuple[int, int]:
+        adm = Admission(max_in_flight=3, max_queue=0, max_wait=0.05, slots=slots)
+        admitted = refused = 0
+        for _ in range(attempts):
+            try:
+                await adm.admit()
+                admitted += 1
+            except APIError:
+                refused += 1
+        return admitted, refused
+
+    out.put(asyncio.run(go()))
+
+
+async def test_shared_slots_are_exact_across_processes() -> None:
+    """Two processes, one engine's three slots: together they get exactly three, and a slot
+    freed in one process is taken by a waiter in the other."""
+    ctx = multiprocessing.get_context("spawn")
+    slots = SharedSlots()
+    here = Admission(max_in_flight=3, max_queue=4, max_wait=5, slots=slots)
+    await here.admit()
+    await here.admit()
+    out: multiprocessing.Queue[tuple[int, int]] = ctx.Queue()
+    other = ctx.Process(target=_admit_in_another_process, args=(slots, 4, out))
+    other.start()
+    admitted, refused = await asyncio.to_thread(out.get, True, 60)
+    other.join(10)
+    assert (admitted, refused) == (1, 3)  # one slot was left; its queue was 0
+    assert here.in_flight == 3
+    waiter = asyncio.create_task(here.admit())  # queued: all three slots are taken
+    await asyncio.sleep(0.02)
+    assert not waiter.done() and here.waiting == 1
+    with slots.lock():  # the other process frees its slot (it has exited; do it for it)
+        slots.counts[0] -= 1
+    await asyncio.wait_for(waiter, 1)  # found by polling, no notification crossed
+    assert here.in_flight == 3 and here.waiting == 0
 
 
 class _Run:
@@ -223,14 +289,14 @@ async def test_a_queued_request_gets_429_when_no_slot_comes_in_time() -> None:
 
 
 async def test_retry_after_follows_the_observed_service_rate() -> None:
-    clock = Clock()
-    adm = Admission(max_in_flight=2, max_queue=100, max_wait=30, clock=clock)
+    clock, slots = Clock(), LocalSlots()
+    adm = Admission(max_in_flight=2, max_queue=100, max_wait=30, clock=clock, slots=slots)
     assert adm.retry_after() == 30  # nothing finished yet: the wait bound is the best guess
     for _ in range(20):  # 20 slots freed over 10 s: 2 per second
         await adm.admit()
         await adm.release()
         clock.now += 0.5
-    adm.waiting = 9
+    slots.counts[1] = 9  # as if nine requests were queued
     assert adm.retry_after() == 5  # (9 waiting + this one) / 2 per second
     clock.now += 120
     assert adm.retry_after() == 30  # the rate has aged out
