@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from server.engine.base import EngineClient
 from server.errors import APIError, install_error_handlers, send_error
+from server.gateway.admission import SharedSlots
 from server.gateway.db import Database
 from server.gateway.middleware import GatewayMiddleware
 from server.hermes.prompt import PromptRenderer
@@ -72,9 +73,14 @@ class _TooLarge(Exception):
 
 
 def create_app(
-    settings: Settings, engine: EngineClient | None = None, renderer: PromptRenderer | None = None, db: Database | None = None
+    settings: Settings,
+    engine: EngineClient | None = None,
+    renderer: PromptRenderer | None = None,
+    db: Database | None = None,
+    shared_slots: SharedSlots | None = None,
 ) -> FastAPI:
-    state = AppState(settings, db if db is not None else Database(settings.database_url), engine=engine, renderer=renderer)
+    database = db if db is not None else Database(settings.database_url)
+    state = AppState(settings, database, engine=engine, renderer=renderer, shared_slots=shared_slots)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

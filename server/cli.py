@@ -29,10 +29,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (overrides the profile)")] = None,
 ) -> None:
     """Start the engine and serve the OpenRouter-compatible API."""
-    import uvicorn
-
     from server.app import create_app
-    from server.gateway.drain import DrainingServer
+    from server.gateway.drain import serve_app
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
 
@@ -50,31 +48,11 @@ def serve(
         raise typer.Exit(supervise(argv))
 
     setup_logging(settings.log_level, settings.log_format)
-    api = create_app(settings)
-    state = api.state.hermes
-    server = DrainingServer(
-        uvicorn.Config(
-            api,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=30,
-            log_config=None,
-        ),
-        state,
-    )
-    failed = False
+    if settings.api_processes > 1:
+        from server.api_processes import serve_api_processes
 
-    def on_engine_failure() -> None:
-        nonlocal failed
-        failed = True
-        server.should_exit = True
-
-    state.on_engine_failure = on_engine_failure
-    server.run()
-    if failed:
-        typer.echo(f"hermes-server: {state.engine_error}", err=True)
-        sys.exit(1)
+        raise typer.Exit(serve_api_processes(settings))
+    raise typer.Exit(serve_app(create_app(settings)))
 
 
 @app.command()

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     profile: str = Field("custom", description="The profile's name (shown in logs and `config --show`).")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Port.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API server processes on the one port, in front of the one engine (vLLM's multi-API-server "
+        "mode). Raise it when one process's CPU would cap the token rate: `hermes-server plan` says when.",
+    )
     auth_required: bool = Field(
         True, description="Keys are required unless a profile turns auth off; then only loopback binds are allowed."
     )

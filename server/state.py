@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 
 from server.engine.base import EngineClient
 from server.errors import APIError, bad_request
-from server.gateway.admission import Admission
+from server.gateway.admission import Admission, SharedSlots
 from server.gateway.db import Database
 from server.gateway.keys import KeyStore
 from server.gateway.limits import Limits
@@ -41,6 +41,7 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     stats: RecentStats = field(default_factory=RecentStats)
     engine_error: str | None = None
+    shared_slots: SharedSlots | None = None  # several API processes: the engine's slot counts, shared
     on_engine_failure: Callable[[], None] | None = None
     keys: KeyStore = field(init=False)
     limits: Limits = field(init=False)
@@ -52,9 +53,10 @@ class AppState:
     def __post_init__(self) -> None:
         g = self.settings.gateway
         slots = g.max_in_flight or self.settings.engine.max_num_seqs
+        queue = g.max_queue if g.max_queue is not None else 2 * slots
         self.keys = KeyStore(self.db)
         self.limits = Limits(self.db)
-        self.admission = Admission(slots, g.max_queue if g.max_queue is not None else 2 * slots, g.max_queue_wait_seconds)
+        self.admission = Admission(slots, queue, g.max_queue_wait_seconds, slots=self.shared_slots)
         self.usage = UsageLog(self.metrics, self.db)
         self.fingerprint = fingerprint(self.settings)
         self.metrics.bind_gateway(lambda: self.admission.in_flight, lambda: self.admission.waiting)

@@ -141,8 +141,12 @@ def to_sampling_params(o: GenerationOptions) -> Any:
 
 
 class VLLMEngine:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine_core: dict[str, Any] | None = None) -> None:
+        """``engine_core``: the addresses vLLM's process manager hands an API process when the
+        engine core runs apart, shared by several API processes (see server/api_processes.py);
+        None: this process starts its own engine core."""
         self._settings = settings
+        self._engine_core = engine_core
         self._engine: Any = None
         self._ready = False
         self._max_model_len = settings.engine.max_model_len
@@ -166,10 +170,34 @@ class VLLMEngine:
         # keep the event loop free so /health answers meanwhile.
         # The server usage context, as `vllm serve` uses: vLLM sizes batch defaults by it, and
         # a multi-node worker must agree with the head on them.
-        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, usage_context=server_usage_context())
+        if self._engine_core is None:
+            self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, usage_context=server_usage_context())
+        else:
+            self._engine = await asyncio.to_thread(self._attach, args)
         self._max_model_len = int(self._engine.model_config.max_model_len)
         await self._warm_up()
         self._ready = True
+
+    def _attach(self, args: Any) -> Any:
+        """A client of the engine core another process launched: what vLLM's own API server
+        processes do with the same addresses (entrypoints/launchers/api_server/entry.py)."""
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        assert self._engine_core is not None
+        addresses = dict(self._engine_core)
+        count, index = addresses.pop("client_count"), addresses.pop("client_index")
+        addresses.pop("api_server_loads", None)  # vLLM's own accept balancing; uvicorn accepts here
+        args._api_process_count, args._api_process_rank = count, index
+        config = args.create_engine_config(usage_context=server_usage_context())
+        return AsyncLLM.from_vllm_config(
+            vllm_config=config,
+            usage_context=server_usage_context(),
+            enable_log_requests=False,
+            disable_log_stats=args.disable_log_stats,
+            client_addresses=addresses,
+            client_count=count,
+            client_index=index,
+        )
 
     async def _warm_up(self) -> None:
         """Readiness means the engine generated a token, not merely that it was built."""

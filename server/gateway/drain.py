@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import sys
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from server.state import AppState
 
@@ -43,3 +46,35 @@ class DrainingServer(uvicorn.Server):
             await self.hermes.admission.drain(timeout)
         finally:
             self.should_exit = True
+
+
+def serve_app(api: FastAPI, sockets: list[socket.socket] | None = None) -> int:
+    """Run the app until it is signalled (drained) or its engine fails; the exit status. Listens
+    on the profile's host and port, or on ``sockets`` already bound (several API processes)."""
+    state: AppState = api.state.hermes
+    s = state.settings
+    server = DrainingServer(
+        uvicorn.Config(
+            api,
+            host=s.host,
+            port=s.port,
+            log_level=s.log_level,
+            timeout_graceful_shutdown=30,
+            log_config=None,
+            access_log=False,  # the usage record's log line says it all, without prompt text
+        ),
+        state,
+    )
+    failed = False
+
+    def on_engine_failure() -> None:
+        nonlocal failed
+        failed = True
+        server.should_exit = True
+
+    state.on_engine_failure = on_engine_failure
+    server.run(sockets=sockets)
+    if failed:
+        print(f"hermes-server: {state.engine_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,12 +1,20 @@
 """Prometheus metrics (prometheus-client). The gateway's own series live in one registry per app
 (so tests can run several apps); vLLM's engine series (``vllm:*``, e.g. KV-cache usage) are
-registered by vLLM in the process-wide default registry and are exported alongside."""
+registered by vLLM in the process-wide default registry and are exported alongside.
+
+With several API processes (``api_processes``), prometheus-client's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``, set by the parent before the processes start): every process
+writes its series to files there and ``/metrics`` on any process aggregates all of them.
+Counters and histograms add up; the gauges say how each aggregates (``multiprocess_mode``) and are
+set from their sources when scraped and when a generation ends, rather than computed on read,
+because a computed gauge is invisible to the other processes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from server.serving.record import UsageRecord
@@ -19,13 +27,29 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         r = self.registry = CollectorRegistry()
+        # Each process's own requests add up; the slot counts and the KV cache are the engine's,
+        # already global, so the latest value any process set is the answer.
         self.engine_unfinished = Gauge(
-            "hermes_engine_unfinished_requests", "Requests the engine holds (running or waiting)", registry=r
+            "hermes_engine_unfinished_requests",
+            "Requests the engine holds (running or waiting)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.kv_cache_usage = Gauge("hermes_engine_kv_cache_usage", "Fraction of the engine's KV cache in use (0-1)", registry=r)
-        self.in_flight = Gauge("hermes_requests_in_flight", "Generation requests admitted and running", registry=r)
-        self.queue_depth = Gauge("hermes_queue_depth", "Generation requests waiting for a slot", registry=r)
+        self.kv_cache_usage = Gauge(
+            "hermes_engine_kv_cache_usage",
+            "Fraction of the engine's KV cache in use (0-1)",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.in_flight = Gauge(
+            "hermes_requests_in_flight", "Generation requests admitted and running", registry=r, multiprocess_mode="mostrecent"
+        )
+        self.queue_depth = Gauge(
+            "hermes_queue_depth", "Generation requests waiting for a slot", registry=r, multiprocess_mode="mostrecent"
+        )
+        self._sources: list[tuple[Gauge, Callable[[], float]]] = []
         self.requests = Counter("hermes_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.rejected = Counter("hermes_rejected_requests", "Requests refused by the gateway, by reason", ["reason"], registry=r)
         self.generations = Counter("hermes_generations", "Finished generations by outcome", ["outcome"], registry=r)
@@ -42,14 +66,22 @@ class Metrics:
         )
 
     def bind_engine(self, unfinished: Callable[[], int], kv_usage: Callable[[], float | None]) -> None:
-        self.engine_unfinished.set_function(lambda: float(unfinished()))
-        self.kv_cache_usage.set_function(lambda: float(kv_usage() or 0.0))
+        self._sources += [
+            (self.engine_unfinished, lambda: float(unfinished())),
+            (self.kv_cache_usage, lambda: float(kv_usage() or 0.0)),
+        ]
 
     def bind_gateway(self, in_flight: Callable[[], int], waiting: Callable[[], int]) -> None:
-        self.in_flight.set_function(lambda: float(in_flight()))
-        self.queue_depth.set_function(lambda: float(waiting()))
+        self._sources += [(self.in_flight, lambda: float(in_flight())), (self.queue_depth, lambda: float(waiting()))]
+
+    def refresh(self) -> None:
+        """Set the gauges from their sources."""
+        for gauge, source in self._sources:
+            gauge.set(source())
 
     def observe_generation(self, rec: UsageRecord) -> None:
+        if self.multiprocess:  # the other processes' scrapes see this one's gauges as of now
+            self.refresh()
         outcome = "cancelled" if rec.cancelled else ("error" if rec.error else "ok")
         self.generations.labels(outcome=outcome).inc()
         self.tokens.labels(kind="prompt").inc(rec.prompt_tokens)
@@ -63,4 +95,9 @@ class Metrics:
                 self.itl.observe((rec.latency_ms - rec.ttft_ms) / 1000 / (rec.completion_tokens - 1))
 
     def render(self) -> bytes:
+        self.refresh()
+        if self.multiprocess:  # every process's series, ours and vLLM's, from the shared directory
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(merged))
         return bytes(generate_latest(self.registry)) + bytes(generate_latest(REGISTRY))

@@ -63,7 +63,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         "other": _key(env, "--label", "other"),
         "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
         "tpm": _key(env, "--label", "tpm", "--tpm", "50"),
-        "credit": _key(env, "--label", "credit", "--credit-limit", "0.000001"),
+        "credit": _key(env, "--label", "credit", "--credit-limit", "0.00002"),
     }
     server = start_server(tmp, "gateway", env=env)
     g = Gw(server, env, keys, tmp)
@@ -145,11 +145,18 @@ def test_rate_limits_and_credit(gw: Gw) -> None:
     assert _chat(gw, "tpm", max_tokens=60).status_code == 200  # prompt + 60 tokens > 50 per minute
     tpm = _chat(gw, "tpm")
     assert tpm.status_code == 429 and "tokens per minute" in tpm.json()["error"]["message"] and "Retry-After" in tpm.headers
-    assert _chat(gw, "credit").status_code == 200  # spends more than the 0.000001 USD limit
+    # Credit is held for a request's largest cost first (OpenRouter's rule): without max_tokens
+    # that is the whole context, which 20 micro-dollars do not cover.
+    unbounded = _chat(gw, "credit", max_tokens=None)
+    assert unbounded.status_code == 402 and unbounded.json()["error"]["code"] == 402
+    affordable = int(unbounded.json()["error"]["message"].rsplit("can only afford ", 1)[1].rstrip("."))
+    assert 0 < affordable < 200
+    assert _chat(gw, "credit", max_tokens=affordable, min_tokens=affordable).status_code == 200  # spends it all
     broke = _chat(gw, "credit")
     assert broke.status_code == 402 and broke.json()["error"]["code"] == 402
     info = httpx.get(gw.server.api_v1 + "/key", headers=_auth(gw.keys["credit"]), timeout=30).json()["data"]
-    assert info["label"] == "credit" and info["limit"] == 0.000001 and info["limit_remaining"] == 0.0
+    assert info["label"] == "credit" and info["limit"] == 0.00002
+    assert 0 <= info["limit_remaining"] < 0.4e-6  # less than one more output token's price
     assert info["usage"] > 0 and info["usage_daily"] == info["usage"] == info["usage_monthly"]
     assert (
         httpx.get(gw.server.api_v1 + "/auth/key", headers=_auth(gw.keys["rpm"]), timeout=30).json()["data"]["rate_limit"][

@@ -1,0 +1,166 @@
+"""``api_processes: 2``: two API processes on one port in front of one engine core, with keys,
+limits, usage records, metrics and drain exact across them (the real engine on the CPU build)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.e2e.test_gateway import MODEL, _auth, _env, _key
+
+pytestmark = pytest.mark.e2e
+
+
+class Two:
+    def __init__(self, server: RunningServer, keys: dict[str, str], db: Path) -> None:
+        self.server, self.keys, self.db = server, keys, db
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
+    tmp = tmp_path_factory.mktemp("api-processes")
+    db = tmp / "hermes.db"
+    env = _env(db, HERMES_API_PROCESSES="2", HERMES_GATEWAY__MAX_IN_FLIGHT="3", HERMES_GATEWAY__MAX_QUEUE="0")
+    keys = {
+        "plain": _key(env, "--label", "plain"),
+        "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
+        "credit": _key(env, "--label", "credit", "--credit-limit", "0.00003"),
+    }
+    server = start_server(tmp, "api-processes", env=env, own_group=True)
+    _until_both_ready(server)
+    yield Two(server, keys, db)
+    stop_server(server)
+
+
+def _until_both_ready(server: RunningServer) -> None:
+    """/ready from a fresh connection lands on either process: wait for many in a row."""
+    in_a_row, deadline = 0, time.monotonic() + 300
+    while in_a_row < 12 and time.monotonic() < deadline:
+        with httpx.Client(timeout=5) as c:  # a new connection each time
+            in_a_row = in_a_row + 1 if c.get(server.url + "/ready").status_code == 200 else 0
+        time.sleep(0.1)
+    assert in_a_row >= 12, "the API processes did not all become ready"
+
+
+def _body(tokens: int, stream: bool = False) -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+        "temperature": 0,
+        "top_p": 1,
+        "stream": stream,
+    }
+
+
+async def _burst(two: Two, key: str, n: int, tokens: int) -> list[httpx.Response]:
+    """``n`` requests at once, each on its own connection (so the kernel spreads them)."""
+
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=120) as c:
+            return await c.post(two.server.v1 + "/chat/completions", json=_body(tokens), headers=_auth(two.keys[key]))
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def _records(two: Two) -> list[tuple[str, int | None, float]]:
+    with sqlite3.connect(two.db) as conn:
+        return [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, key_id, cost FROM generations")]
+
+
+def _served_by(two: Two) -> set[str]:
+    names = set()
+    for line in two.server.log.read_text(errors="replace").splitlines():
+        if '"msg": "generation' in line:
+            names.add(json.loads(line).get("vllm_process_name", "?"))
+    return names
+
+
+def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
+    # rpm 2, six requests at once over both processes: exactly two get through.
+    statuses = sorted(r.status_code for r in asyncio.run(_burst(two, "rpm", 6, 2)))
+    assert statuses == [200, 200, 429, 429, 429, 429]
+
+    # Three slots for the whole engine (no queue): of six long requests at once, exactly three run.
+    slots = sorted(r.status_code for r in asyncio.run(_burst(two, "plain", 6, 200)))
+    assert slots == [200, 200, 200, 429, 429, 429]
+
+    # Credit: each request holds its largest cost first (~19 micro-dollars: a short prompt and
+    # 40 tokens), so of three at once only one fits in 30 micro-dollars and nothing overspends.
+    credit = asyncio.run(_burst(two, "credit", 3, 40))
+    assert sorted(r.status_code for r in credit) == [200, 402, 402]
+    time.sleep(1)  # usage records are written in the background, within milliseconds
+    records = _records(two)
+    spent = sum(cost for _, key_id, cost in records if key_id == _key_id(two, "credit"))
+    assert 0 < spent <= 0.00003
+
+    # Every generation recorded once, whichever process ran it; both processes ran some.
+    ok = 2 + 3 + 1
+    ids = [gen_id for gen_id, _, _ in records]
+    assert len(ids) == len(set(ids)) == ok
+    assert _served_by(two) == {"ApiServer_0", "ApiServer_1"}
+    for r in credit:
+        if r.status_code == 200:  # /api/v1/generation answers from either process
+            got = httpx.get(
+                two.server.api_v1 + "/generation",
+                params={"id": r.headers["X-Generation-Id"]},
+                headers=_auth(two.keys["credit"]),
+                timeout=30,
+            )
+            assert got.status_code == 200
+
+    # /metrics on either process adds up both processes' generations.
+    for _ in range(4):
+        with httpx.Client(timeout=10) as c:
+            text = c.get(two.server.url + "/metrics").text
+        total = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("hermes_generations_total"))
+        assert total == ok
+
+
+def _key_id(two: Two, label: str) -> int:
+    with sqlite3.connect(two.db) as conn:
+        return int(conn.execute("SELECT id FROM api_keys WHERE label = ?", (label,)).fetchone()[0])
+
+
+def test_drain_covers_every_process(two: Two) -> None:
+    """SIGTERM to the whole process group: both processes finish their streams, say 503 to
+    newcomers meanwhile, then the port closes."""
+
+    async def stream() -> str:
+        async with (
+            httpx.AsyncClient(timeout=120) as c,
+            c.stream("POST", two.server.v1 + "/chat/completions", json=_body(400, True), headers=_auth(two.keys["plain"])) as r,
+        ):
+            finished = False
+            async for line in r.aiter_lines():
+                finished = finished or ('"finish_reason":"length"' in line.replace(" ", ""))
+            return "finished" if finished else "cut"
+
+    async def run() -> tuple[list[str], list[int]]:
+        streams = [asyncio.create_task(stream()) for _ in range(3)]
+        await asyncio.sleep(2)
+        os.killpg(two.server.process.pid, signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        during = []
+        for _ in range(4):
+            async with httpx.AsyncClient(timeout=10) as c:
+                during.append((await c.get(two.server.url + "/ready")).status_code)
+        return list(await asyncio.gather(*streams)), during
+
+    outcomes, during = asyncio.run(run())
+    assert outcomes == ["finished"] * 3
+    assert during == [503] * 4
+    assert two.server.process.wait(timeout=90) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(two.server.url + "/ready", timeout=5)
