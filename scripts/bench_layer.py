@@ -1,6 +1,8 @@
-"""What this server's API layer costs per streamed token, with generation itself free.
+"""What this server's API layer costs per streamed token: (a) with generation itself free, and
+(b) beside vLLM's own OpenAI server on the same engine.
 
     .venv/bin/python scripts/bench_layer.py [--streams 1,64,256] [--tokens 128] [--requests 256] [--repo DIR]
+    .venv/bin/python scripts/bench_layer.py --vs-vllm [--streams 1,64] [--api-processes N]
 
 Serves the app (a subprocess, uvicorn, the tiny profile's settings) in front of a zero-cost engine:
 every request gets the same pre-decoded reply of --tokens tokens, one token per engine delta, with
@@ -8,6 +10,11 @@ no sampling work at all. A streaming chat load at each level of concurrency then
 tokens/s through the layer and the server process's CPU time per streamed token (user + system,
 from /proc). --repo points at another checkout (e.g. a git worktree of an older commit) to compare
 before and after on the same machine; its ``create_app(settings, engine=..., renderer=...)`` is used.
+
+--vs-vllm (part b): this server (``hermes-server serve``) and vLLM's OpenAI server, each with its
+own engine core on the tiny model, take the same greedy streaming load in turn; printed is the CPU
+time of each one's API process(es) per streamed token (the engine core processes excluded) and the
+ratio. Both detokenize in the API process (vLLM's output processor runs there in both).
 """
 
 from __future__ import annotations
@@ -105,8 +112,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one(client: httpx.AsyncClient, url: str, tokens: int) -> int:
-    body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": tokens, "temperature": 0, "top_p": 1}
+async def one(client: httpx.AsyncClient, url: str, tokens: int, model: str | None = None) -> int:
+    body = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},  # vLLM's server sends usage only when asked
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+        "temperature": 0,
+        "top_p": 1,
+        **({"model": model} if model else {}),
+    }
     got = 0
     async with client.stream("POST", url, json=body) as r:
         r.raise_for_status()
@@ -116,7 +132,7 @@ async def one(client: httpx.AsyncClient, url: str, tokens: int) -> int:
     return got
 
 
-async def level(url: str, streams: int, requests: int, tokens: int) -> tuple[int, float]:
+async def level(url: str, streams: int, requests: int, tokens: int, model: str | None = None) -> tuple[int, float]:
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         queue = list(range(requests))
@@ -125,12 +141,73 @@ async def level(url: str, streams: int, requests: int, tokens: int) -> tuple[int
             n = 0
             while queue:
                 queue.pop()
-                n += await one(client, url, tokens)
+                n += await one(client, url, tokens, model)
             return n
 
         start = time.monotonic()
         done = await asyncio.gather(*(worker() for _ in range(streams)))
         return sum(done), time.monotonic() - start
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def vs_vllm(args: argparse.Namespace) -> None:
+    """Part (b): API-process CPU per streamed token, this server against vLLM's, same engine."""
+    from bench_overhead import vllm_command, wait_ready
+
+    sys.path.insert(0, str(ROOT))
+    from server.settings import load_settings
+
+    s = load_settings(args.config)
+    tmp = Path(tempfile.mkdtemp(prefix="hermes-layer-vs-"))
+    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}", "HERMES_API_PROCESSES": str(args.api_processes)}
+    ours_port, vllm_port = free_port(), free_port()
+    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
+    serve = [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)]
+    ours = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=ours_log.open("wb"), stderr=subprocess.STDOUT)
+    vllm = subprocess.Popen(vllm_command(s, vllm_port), cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)
+        wait_ready(f"http://127.0.0.1:{vllm_port}/health", vllm, vllm_log)
+        # The API process(es): serve's supervised child (N > 1: that child's API process children,
+        # not its engine core), and vLLM's server process itself (its engine core is a child).
+        server = children(ours.pid)[0]
+        ours_api = [server] if args.api_processes == 1 else [c for c in children(server) if "apiserver" in _cmd(c).lower()]
+        targets = {
+            "vllm": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", [vllm.pid]),
+            "hermes": (f"http://127.0.0.1:{ours_port}/v1/chat/completions", ours_api),
+        }
+        for url, _ in targets.values():
+            asyncio.run(level(url, 4, 16, args.tokens, s.model.served_name))  # warm-up
+        print(f"{args.tokens} greedy tokens per request, tiny model on the CPU build; hermes api_processes={args.api_processes}")
+        print("| streams | requests | vLLM API CPU µs / token | hermes API CPU µs / token | ratio (hermes / vLLM) |")
+        print("|---|---|---|---|---|")
+        for streams in (int(x) for x in args.streams.split(",")):
+            cost: dict[str, float] = {}
+            n = max(args.requests, streams)
+            for name in ("vllm", "hermes") if streams % 2 else ("hermes", "vllm"):
+                url, pids = targets[name]
+                before = sum(cpu_seconds(p) for p in pids)
+                tokens, _ = asyncio.run(level(url, streams, n, args.tokens, s.model.served_name))
+                cost[name] = (sum(cpu_seconds(p) for p in pids) - before) / tokens * 1e6
+            print(f"| {streams} | {n} | {cost['vllm']:.1f} | {cost['hermes']:.1f} | {cost['hermes'] / cost['vllm']:.2f} |")
+    finally:
+        for p in (ours, vllm):
+            p.terminate()
+        for p in (ours, vllm):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() + Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return ""
 
 
 def main() -> None:
@@ -140,7 +217,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=256, help="requests per level (at least the number of streams)")
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
     ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose server to measure")
+    ap.add_argument("--vs-vllm", action="store_true", help="part (b): API process CPU against vLLM's server, same engine")
+    ap.add_argument("--api-processes", type=int, default=1, help="with --vs-vllm: this server's api_processes")
     args = ap.parse_args()
+    if args.vs_vllm:
+        vs_vllm(args)
+        return
     proc, port = start(args.repo.resolve(), args.config, args.tokens)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     repo = args.repo.resolve()

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.bench.runner import run_bench  # noqa: E402
-from server.settings import load_settings  # noqa: E402
+from server.settings import Settings, load_settings  # noqa: E402
 
 
 def free_port() -> int:
@@ -50,32 +50,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/tiny-cpu.yaml")
-    ap.add_argument("--levels", default="1,8,32,64")
-    ap.add_argument("--requests", type=int, default=128, help="requests per level and server")
-    ap.add_argument("--prompt-tokens", default="128")
-    ap.add_argument("--output-tokens", default="64")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "overhead")
-    args = ap.parse_args()
-
-    s = load_settings(args.config)
+def vllm_command(s: Settings, port: int) -> list[str]:
+    """vLLM's own OpenAI server with the engine settings the profile gives ours."""
     e = s.engine
-    tmp = Path(tempfile.mkdtemp(prefix="hermes-overhead-"))
-    ours_port, vllm_port = free_port(), free_port()
-    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
-    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=ours_log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    # vLLM's own server with the engine settings the profile gives ours.
-    vllm_cmd = [
+    cmd = [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -96,12 +74,39 @@ def main() -> None:
         "--host",
         "127.0.0.1",
         "--port",
-        str(vllm_port),
+        str(port),
     ]
     if e.kv_cache_memory_bytes:
-        vllm_cmd += ["--kv-cache-memory-bytes", str(e.kv_cache_memory_bytes)]
+        cmd += ["--kv-cache-memory-bytes", str(e.kv_cache_memory_bytes)]
     if not e.enable_prefix_caching:
-        vllm_cmd += ["--no-enable-prefix-caching"]
+        cmd += ["--no-enable-prefix-caching"]
+    return cmd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/tiny-cpu.yaml")
+    ap.add_argument("--levels", default="1,8,32,64")
+    ap.add_argument("--requests", type=int, default=128, help="requests per level and server")
+    ap.add_argument("--prompt-tokens", default="128")
+    ap.add_argument("--output-tokens", default="64")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "overhead")
+    args = ap.parse_args()
+
+    s = load_settings(args.config)
+    tmp = Path(tempfile.mkdtemp(prefix="hermes-overhead-"))
+    ours_port, vllm_port = free_port(), free_port()
+    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
+    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)],
+        cwd=ROOT,
+        env=env,
+        stdout=ours_log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    vllm_cmd = vllm_command(s, vllm_port)
     vllm = subprocess.Popen(vllm_cmd, cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)

@@ -113,8 +113,13 @@ def plan(
     config: ConfigOpt = None,
     gpus: Annotated[int | None, typer.Option(help="what if: this many GPUs")] = None,
     gpu_mem_gib: Annotated[float | None, typer.Option(help="what if: GiB per GPU (default: nvidia-smi)")] = None,
+    context: Annotated[int, typer.Option(help="tokens per sequence (prompt + output) for the decode table")] = 8192,
+    layer_us_per_token: Annotated[
+        float | None, typer.Option(help="API CPU µs per streamed token, from `scripts/bench_layer.py --vs-vllm` on this host")
+    ] = None,
 ) -> None:
-    """What the profile's hardware carries: weights and KV cache per GPU, capacity, verdict."""
+    """What the profile's hardware carries: weights and KV cache per GPU, capacity, verdict, the
+    decode rate by concurrency and whether the API layer keeps up."""
     from server import planner
 
     settings = load_or_exit(config)
@@ -133,6 +138,11 @@ def plan(
         typer.echo(line)
     if not result.fits:
         raise typer.Exit(1)
+    from server.capacity import LAYER_US_PER_TOKEN
+
+    lines, _ = planner.throughput_report(settings, result, context, layer_us_per_token or LAYER_US_PER_TOKEN)
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -183,9 +193,11 @@ def pick_profile(
     gpu_mem_gib: Annotated[float | None, typer.Option(help="what if: GiB per GPU (default: nvidia-smi)")] = None,
     configs: Annotated[Path, typer.Option(help="profiles folder")] = Path("configs"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="say why each profile does or does not fit")] = False,
+    concurrency: Annotated[int, typer.Option(help="streams you expect at once")] = 64,
+    context: Annotated[int, typer.Option(help="tokens per stream (prompt + output) you expect")] = 8192,
 ) -> None:
-    """Print the profile that best fits this machine's GPUs (used by `make serve`); exit 2 and
-    say why when none fits."""
+    """Print the profile that serves the expected load fastest on this machine's GPUs (predicted
+    from measured GPU figures; used by `make serve`); exit 2 and say why when none fits."""
     from server import planner
 
     if gpus is None or gpu_mem_gib is None:
@@ -195,7 +207,7 @@ def pick_profile(
             raise typer.Exit(2)
         gpus = gpus if gpus is not None else found[0]
         gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
-    name, lines = planner.pick_profile(configs_dir(configs), gpus, gpu_mem_gib)
+    name, lines = planner.pick_profile(configs_dir(configs), gpus, gpu_mem_gib, concurrency, context)
     if name is None or verbose:
         typer.echo(f"{gpus} GPU(s) x {gpu_mem_gib:.0f} GiB:", err=True)
         for line in lines:

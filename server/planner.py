@@ -56,6 +56,7 @@ class Plan:
     gpu_mem_gib: float | None
     fits: bool
     verdict: str
+    layers: int = 80
 
 
 def model_config(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -80,8 +81,9 @@ def plan(
 ) -> Plan:
     c = config if config is not None else model_config(settings)[0]
     e = settings.engine
-    ranks = e.tensor_parallel_size * e.pipeline_parallel_size
-    n_gpus = gpus if gpus is not None else ranks
+    ranks = e.tensor_parallel_size * e.pipeline_parallel_size  # one replica
+    needed = ranks * e.data_parallel_size
+    n_gpus = gpus if gpus is not None else needed
     layer_params, embed_params = count_params(c)
     quant = (e.quantization or "").lower()
     weight_dtype = "fp8" if "fp8" in quant or "fp8" in settings.model.path.lower() else e.dtype
@@ -105,10 +107,11 @@ def plan(
     capacity = int(budget // kv_per_token_gpu) if budget == budget and budget > 0 else 0
     limit = min(c.get("max_position_embeddings", e.max_model_len), capacity)
     full = capacity // e.max_model_len
-    if gpus is not None and gpus < ranks:
+    if gpus is not None and gpus < needed:
+        dp = f" x DP {e.data_parallel_size}" if e.data_parallel_size > 1 else ""
         fits, verdict = (
             False,
-            f"needs {ranks} GPUs (TP {e.tensor_parallel_size} x PP {e.pipeline_parallel_size}), only {gpus} given",
+            f"needs {needed} GPUs (TP {e.tensor_parallel_size} x PP {e.pipeline_parallel_size}{dp}), only {gpus} given",
         )
     elif budget != budget:
         fits, verdict = False, "GPU memory unknown: pass --gpu-mem-gib (or run where nvidia-smi sees the GPUs)"
@@ -129,7 +132,8 @@ def plan(
             ),
         )
     else:
-        fits, verdict = True, f"fits: {full} full-length ({e.max_model_len}-token) sequences at once"
+        each = " per replica" if e.data_parallel_size > 1 else ""
+        fits, verdict = True, f"fits: {full} full-length ({e.max_model_len}-token) sequences at once{each}"
     return Plan(
         params=layer_params + embed_params,
         weight_bytes_per_gpu=weight_per_gpu,
@@ -144,6 +148,7 @@ def plan(
         gpu_mem_gib=gpu_mem_gib,
         fits=fits,
         verdict=verdict,
+        layers=layers,
     )
 
 
@@ -203,13 +208,17 @@ def check_before_serve(settings: Settings) -> str | None:
     return None if p.fits else p.verdict
 
 
-def pick_profile(configs: Path, gpus: int, gpu_mem_gib: float) -> tuple[str | None, list[str]]:
-    """The single-node GPU profile that makes the most of ``gpus`` GPUs of ``gpu_mem_gib`` each
-    (most GPUs used, then the longest context, then most full-context sequences), and one line per profile saying why it
-    does or does not fit. Multi-node (Ray) profiles are never picked: they need a cluster first."""
+def pick_profile(
+    configs: Path, gpus: int, gpu_mem_gib: float, concurrency: int = 64, context: int = 8192
+) -> tuple[str | None, list[str]]:
+    """The single-node GPU profile that serves ``concurrency`` streams of ``context`` tokens
+    fastest on ``gpus`` GPUs of ``gpu_mem_gib`` each (predicted total tok/s, modelled from measured
+    bandwidth; then the longest context, then most full-context sequences), and one line per
+    profile saying why it does or does not fit. Without a decode model for the GPU: most GPUs used
+    first. Multi-node profiles are never picked: they need a cluster first."""
     from server.settings import load_settings
 
-    best: tuple[int, int, int, str] | None = None
+    best: tuple[float, int, int, int, str] | None = None
     lines: list[str] = []
     for path in sorted(configs.glob("*.yaml")):
         s = load_settings(path)
@@ -217,11 +226,43 @@ def pick_profile(configs: Path, gpus: int, gpu_mem_gib: float) -> tuple[str | No
         if s.hardware.gpus is None or e.distributed_executor_backend == "ray" or e.nnodes > 1:
             continue  # CPU and cluster profiles
         p = plan(s, gpus=gpus, gpu_mem_gib=gpu_mem_gib)
-        ranks = e.tensor_parallel_size * e.pipeline_parallel_size
-        lines.append(f"{path.stem:<20} {'fits' if p.fits else 'no'}: {p.verdict}")
-        if p.fits and (best is None or (ranks, e.max_model_len, p.full_sequences) > best[:3]):
-            best = (ranks, e.max_model_len, p.full_sequences, path.stem)
-    return (best[3] if best else None), lines
+        used = e.tensor_parallel_size * e.pipeline_parallel_size * e.data_parallel_size
+        rate = predicted_total(s, p, concurrency, context) if p.fits else None
+        if p.fits and e.max_model_len < context:
+            lines.append(f"{path.stem:<20} no: its context ({e.max_model_len:,}) is shorter than --context {context:,}")
+            continue
+        said = f"; ~{rate:,.0f} tok/s at {concurrency} x {context:,} tokens (modelled)" if rate is not None else ""
+        lines.append(f"{path.stem:<20} {p.verdict if p.fits else 'no: ' + p.verdict}{said}")
+        if p.fits:
+            key = (rate or 0.0, used, e.max_model_len, p.full_sequences, path.stem)
+            if best is None or key[:4] > best[:4]:
+                best = key
+    return (best[4] if best else None), lines
+
+
+def predicted_total(settings: Settings, p: Plan, concurrency: int, context: int) -> float | None:
+    """Total output tok/s at ``concurrency`` streams (at most what the KV cache admits) of
+    ``context`` tokens; None without a decode model for the GPU."""
+    from server import capacity
+
+    replica, admitted = _replica(settings, p, context)
+    if replica is None or admitted == 0:
+        return None
+    return capacity.decode_table(replica, settings.engine.data_parallel_size, context, [min(concurrency, admitted)])[0].total
+
+
+def _replica(settings: Settings, p: Plan, context: int) -> tuple[Any, int]:
+    """The decode model of one replica (None: no figures for the GPU) and the most sequences of
+    ``context`` tokens all replicas hold at once."""
+    from server import capacity
+
+    e = settings.engine
+    gpu = capacity.gpu_kind(p.gpu_mem_gib, settings.hardware.gpu)
+    admitted = e.data_parallel_size * min(e.max_num_seqs, p.kv_capacity_tokens // max(1, context))
+    if gpu is None:
+        return None, admitted
+    tp, pp = e.tensor_parallel_size, e.pipeline_parallel_size
+    return capacity.Replica(gpu, p.weight_bytes_per_gpu, p.kv_bytes_per_token_per_gpu, p.layers, tp, pp), admitted
 
 
 def ray_problem(settings: Settings) -> str | None:
@@ -248,3 +289,45 @@ def ray_problem(settings: Settings) -> str | None:
     if gpus < need:
         return f"the Ray cluster has {gpus:g} GPUs, the profile needs {need}: join the missing nodes with scripts/ray_worker.sh (check with `ray status`)"
     return None
+
+
+DECODE_LEVELS = (1, 8, 32, 64, 128, 256)
+
+
+def throughput_report(settings: Settings, p: Plan, context: int, layer_us_per_token: float) -> tuple[list[str], bool]:
+    """The decode table (modelled from measured GPU bandwidth) and the API layer's ceiling beside
+    its peak; True when the layer would be the bottleneck."""
+    from server import capacity
+
+    e = settings.engine
+    layer = capacity.layer_ceiling(settings.api_processes, layer_us_per_token)
+    lines = [""]
+    replica, admitted = _replica(settings, p, context)
+    if replica is None or not p.fits:
+        lines.append("decode rate:             no model for this GPU (measured figures exist for H100 and H200)")
+        return lines, False
+    replicas = e.data_parallel_size
+    levels = sorted({n for n in DECODE_LEVELS if n <= admitted} | ({admitted} if admitted else set()))
+    rows = capacity.decode_table(replica, replicas, context, levels)
+    lines.append(
+        f"decode at {context:,}-token context, {replicas} replica(s) of TP {e.tensor_parallel_size} x PP "
+        f"{e.pipeline_parallel_size} on {replica.gpu.upper()} (modelled from measured bandwidth, not measured here):"
+    )
+    lines.append("  concurrency   per stream tok/s   total tok/s")
+    for r in rows:
+        mark = "  (largest the KV cache admits)" if r.concurrency == admitted else ""
+        lines.append(f"  {r.concurrency:>11,}   {r.per_stream:>16.1f}   {r.total:>11,.0f}{mark}")
+    peak = max((r.total for r in rows), default=0.0)
+    bottleneck = peak > capacity.LAYER_HEADROOM * layer
+    lines.append(
+        f"API layer:               {settings.api_processes} process(es) x ~{capacity.layer_ceiling(1, layer_us_per_token):,.0f} "
+        f"tok/s = ~{layer:,.0f} streamed tok/s at most ({layer_us_per_token:g} us CPU per token; "
+        "measured on the dev machine unless --layer-us-per-token)"
+    )
+    if bottleneck:
+        need = capacity.processes_needed(peak, layer_us_per_token)
+        lines.append(
+            f"WARNING: the API layer would be the bottleneck: the GPUs' peak ~{peak:,.0f} tok/s is over "
+            f"{capacity.LAYER_HEADROOM:.0%} of it; set api_processes: {need} (one free CPU core each)"
+        )
+    return lines, bottleneck
