@@ -162,7 +162,12 @@ def vs_vllm(args: argparse.Namespace) -> None:
 
     s = load_settings(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="hermes-layer-vs-"))
-    env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}", "HERMES_API_PROCESSES": str(args.api_processes)}
+    env = {
+        **os.environ,
+        "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}",
+        "HERMES_API_PROCESSES": str(args.api_processes),
+        "HERMES_ENGINE__STREAM_INTERVAL": str(args.stream_interval),
+    }
     ours_port, vllm_port = free_port(), free_port()
     ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
     serve = [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)]
@@ -181,7 +186,11 @@ def vs_vllm(args: argparse.Namespace) -> None:
         }
         for url, _ in targets.values():
             asyncio.run(level(url, 4, 16, args.tokens, s.model.served_name))  # warm-up
-        print(f"{args.tokens} greedy tokens per request, tiny model on the CPU build; hermes api_processes={args.api_processes}")
+        print(
+            f"{args.tokens} greedy tokens per request, tiny model on the CPU build; hermes api_processes="
+            f"{args.api_processes}, stream_interval={args.stream_interval} (vLLM: its defaults)",
+            flush=True,
+        )
         print("| streams | requests | vLLM API CPU µs / token | hermes API CPU µs / token | ratio (hermes / vLLM) |")
         print("|---|---|---|---|---|")
         for streams in (int(x) for x in args.streams.split(",")):
@@ -192,7 +201,10 @@ def vs_vllm(args: argparse.Namespace) -> None:
                 before = sum(cpu_seconds(p) for p in pids)
                 tokens, _ = asyncio.run(level(url, streams, n, args.tokens, s.model.served_name))
                 cost[name] = (sum(cpu_seconds(p) for p in pids) - before) / tokens * 1e6
-            print(f"| {streams} | {n} | {cost['vllm']:.1f} | {cost['hermes']:.1f} | {cost['hermes'] / cost['vllm']:.2f} |")
+            print(
+                f"| {streams} | {n} | {cost['vllm']:.1f} | {cost['hermes']:.1f} | {cost['hermes'] / cost['vllm']:.2f} |",
+                flush=True,
+            )
     finally:
         for p in (ours, vllm):
             p.terminate()
@@ -219,6 +231,7 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose server to measure")
     ap.add_argument("--vs-vllm", action="store_true", help="part (b): API process CPU against vLLM's server, same engine")
     ap.add_argument("--api-processes", type=int, default=1, help="with --vs-vllm: this server's api_processes")
+    ap.add_argument("--stream-interval", type=int, default=1, help="with --vs-vllm: this server's engine.stream_interval")
     args = ap.parse_args()
     if args.vs_vllm:
         vs_vllm(args)

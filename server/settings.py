@@ -77,6 +77,12 @@ class EngineSettings(_Section):
         None, ge=1, description="Fixed KV-cache size; required on the CPU build (its memory fraction is of host RAM)."
     )
     max_num_seqs: int = Field(256, ge=1, description="Sequences the engine batches at once.")
+    stream_interval: int = Field(
+        1,
+        ge=1,
+        description="Streamed tokens go out in groups of this many (vLLM's stream_interval; the first token "
+        "at once). Fewer, larger chunks cost the API process less CPU per token; 1 sends every token as made.",
+    )
     max_num_batched_tokens: int | None = Field(
         None, description="Tokens per engine step (chunked prefill budget); None: vLLM's default."
     )

@@ -51,6 +51,7 @@ def engine_args(settings: Settings) -> Any:
         "kv_cache_memory_bytes": e.kv_cache_memory_bytes,
         "max_num_seqs": e.max_num_seqs,
         "max_num_batched_tokens": e.max_num_batched_tokens,
+        "stream_interval": e.stream_interval,
         "enable_prefix_caching": e.enable_prefix_caching,
         "enforce_eager": e.enforce_eager,
         "seed": e.seed,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from server.engine.base import GenerationOptions
@@ -90,3 +92,43 @@ async def test_client_gone_cancels_and_records(setup) -> None:
             break
     await stream.aclose()  # type: ignore[attr-defined]
     assert observer.records[-1].cancelled and not engine.running and not observer.running
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_deadline_ends_a_stalled_engine_with_408(setup, streamed: bool) -> None:
+    """One timer per generation interrupts the wait for the engine, in the stream's pump task or
+    in the caller's own task, and the caller's task is not left cancelled."""
+    engine, core, observer, renderer = setup
+    core.timeout_seconds = 0.2
+    engine.first_token_delay = 30
+    if streamed:
+        events = [e async for b in core.stream(_plan(renderer)) for e in b]
+        assert isinstance(events[-1], Failure) and events[-1].error.status == 408
+    else:
+        with pytest.raises(Exception) as exc:
+            await core.collect(_plan(renderer))
+        assert getattr(exc.value, "status", None) == 408
+    assert observer.records[-1].finish_reason == "error" and not engine.running
+    await asyncio.sleep(0.01)  # still runnable: the timer's cancellation was taken back
+
+
+async def test_drain_stop_ends_the_wait_with_503(setup) -> None:
+    engine, core, observer, renderer = setup
+    engine.first_token_delay = 30
+    pending = asyncio.create_task(core.collect(_plan(renderer)))
+    while not observer.running:
+        await asyncio.sleep(0.01)
+    for run in list(observer.running):
+        run.stop("shutdown")
+    with pytest.raises(Exception) as exc:
+        await asyncio.wait_for(pending, 2)
+    assert getattr(exc.value, "status", None) == 503
+
+
+async def test_a_generation_within_its_deadline_is_untouched(setup) -> None:
+    engine, core, observer, renderer = setup
+    core.timeout_seconds = 0.5
+    out = await core.collect(_plan(renderer))
+    assert out.finish.reason == "stop"
+    await asyncio.sleep(0.6)  # the timer was cancelled with the generation: nothing fires later
+    assert len(observer.records) == 1
