@@ -127,11 +127,14 @@ def serve_api_processes(settings: Settings) -> int:
 def run_api_process(listen_address: str, sock: socket.socket, args: ApiProcessArgs, engine_core: dict[str, Any]) -> None:
     """One API process (the target vLLM's process manager starts): the whole app, its engine a
     client of the shared engine core, serving on the shared socket."""
+    from vllm.utils.system_utils import set_process_title
+
     from server.app import create_app
     from server.engine.vllm_engine import VLLMEngine
     from server.gateway.drain import serve_app
     from server.logs import setup_logging
 
+    set_process_title("APIServer", str(engine_core.get("client_index", 0)))  # `ps` tells them apart
     settings = args.settings
     setup_logging(settings.log_level, settings.log_format)
     api = create_app(settings, engine=VLLMEngine(settings, engine_core=engine_core), shared_slots=args.slots)

@@ -187,6 +187,27 @@ def download(
     typer.echo(f"serve it: model.path: {path}" if dir else f"serve it: model.path: {repo} (found in {path.parent})")
 
 
+@app.command()
+def doctor(config: ConfigOpt = None) -> None:
+    """Check this GPU host for the profile before downloading anything: GPUs, driver, NVLink,
+    /dev/shm, the vLLM build, the profile's fit, disk for the weights, the hub. Exit 1 when
+    something blocks serving."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from server.doctor import diagnose
+
+    settings = load_or_exit(config or profile_from_env())
+    checks = diagnose(settings)
+    table = Table("check", "status", "found", "what to do")
+    colour = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "dim"}
+    for c in checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail, c.fix)
+    Console(width=220).print(table)
+    if any(c.status == "FAIL" for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command("pick-profile")
 def pick_profile(
     gpus: Annotated[int | None, typer.Option(help="what if: this many GPUs (default: nvidia-smi)")] = None,

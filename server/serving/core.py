@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -139,7 +139,7 @@ class _Run:
     def _stopped(self) -> APIError:
         return APIError(503, "Server is shutting down: generation ended early")
 
-    async def batches(self, first: Batch | None = None) -> AsyncIterator[Batch]:
+    async def batches(self, first: Batch | None = None) -> AsyncGenerator[Batch, None]:
         core, plan = self.core, self.plan
         loop = asyncio.get_running_loop()
         created, start = utcnow(), time.monotonic()
