@@ -126,7 +126,7 @@ async def test_drain_stop_ends_the_wait_with_503(setup) -> None:
 
 
 async def test_a_generation_within_its_deadline_is_untouched(setup) -> None:
-    engine, core, observer, renderer = setup
+    _engine, core, observer, renderer = setup
     core.timeout_seconds = 0.5
     out = await core.collect(_plan(renderer))
     assert out.finish.reason == "stop"
