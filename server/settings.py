@@ -83,6 +83,12 @@ class EngineSettings(_Section):
         description="Streamed tokens go out in groups of this many (vLLM's stream_interval; the first token "
         "at once). Fewer, larger chunks cost the API process less CPU per token; 1 sends every token as made.",
     )
+    speculative_config: dict[str, Any] | None = Field(
+        None,
+        description="Speculative decoding, vLLM's speculative_config: {method: ngram, num_speculative_tokens: 3, "
+        "prompt_lookup_max: 4} (prompt lookup, no extra weights) or {method: draft_model | eagle3, model: <checkpoint>, "
+        "num_speculative_tokens: N}. Requests with logit_bias or min_p are refused while it is on (vLLM ignores them).",
+    )
     max_num_batched_tokens: int | None = Field(
         None, description="Tokens per engine step (chunked prefill budget); None: vLLM's default."
     )

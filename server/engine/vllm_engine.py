@@ -52,6 +52,7 @@ def engine_args(settings: Settings) -> Any:
         "max_num_seqs": e.max_num_seqs,
         "max_num_batched_tokens": e.max_num_batched_tokens,
         "stream_interval": e.stream_interval,
+        "speculative_config": e.speculative_config,
         "enable_prefix_caching": e.enable_prefix_caching,
         "enforce_eager": e.enforce_eager,
         "seed": e.seed,
@@ -241,6 +242,12 @@ class VLLMEngine:
 
         if self._engine is None:
             raise EngineError("engine is not running")
+        if self._settings.engine.speculative_config and (options.logit_bias or options.min_p):
+            # vLLM would drop them with a warning in its log: say so to the caller instead.
+            raise EngineRequestRejected(
+                "logit_bias and min_p are not supported on this deployment: it runs speculative decoding "
+                "(engine.speculative_config), under which vLLM ignores them"
+            )
         try:
             params = to_sampling_params(options)
             prompt = self._render(prompt_token_ids)
