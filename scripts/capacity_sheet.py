@@ -31,11 +31,13 @@ ANCHORS = {
     "h100x1-fp8": "no published single-H100 70B figure in the references; the KV cache (~39 k tokens) limits batching, so expect far below the per-GPU offline figures",
     "multinode-2x8-bf16": "pipeline parallel across nodes adds one inter-node hop per token; per-GPU throughput at best that of h100x8-bf16",
     "multinode-2x8-bf16-mp": "as multinode-2x8-bf16 (same layout, vLLM's native multi-node mode instead of Ray)",
+    "h200x8-fp8-dp8": "MLPerf v4.1: ~3,700-4,000 output tok/s per H200 offline (Llama-2-70B, FP8), i.e. ~30 k tok/s for 8 GPUs at full batch; TensorRT-LLM: 2,587 per H200 (Llama-3.3-70B FP8, TP2, offline)",
     "h100x8-fp8-dp4": "vLLM's Llama-3.3-70B Hopper recipe (FP8 weights and KV cache) finds small tensor-parallel groups best per GPU; MLPerf-class offline figures of ~2,400-2,700 output tok/s per H100 put 8 GPUs at ~19-22 k tok/s at full batch",
 }
 PROFILES = [
     "h100x8-bf16",
     "h100x8-fp8-dp4",
+    "h200x8-fp8-dp8",
     "h100x4-bf16",
     "h100x2-fp8",
     "h200x1-fp8",

@@ -43,11 +43,9 @@ LAYER_US_PER_TOKEN = 130.0
 LAYER_HEADROOM = 0.7
 
 
-def gpu_kind(gpu_mem_gib: float | None, named: str | None = None) -> str | None:
-    """h100 or h200 (the GPUs with measured figures), from the profile's name for it or from the
-    memory nvidia-smi reports (an H100 80GB shows ~79.6 GiB, an H200 ~140.4 GiB)."""
-    if named:
-        return named.lower() if named.lower() in MEASURED_STEP_S else None
+def gpu_kind(gpu_mem_gib: float | None) -> str | None:
+    """h100 or h200 (the GPUs with measured figures), told apart by the memory nvidia-smi reports
+    (an H100 80GB shows ~79.6 GiB, an H200 ~140.4 GiB): the machine found, or the profile's target."""
     if gpu_mem_gib is None:
         return None
     if 75 <= gpu_mem_gib <= 96:

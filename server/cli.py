@@ -228,7 +228,9 @@ def pick_profile(
             raise typer.Exit(2)
         gpus = gpus if gpus is not None else found[0]
         gpu_mem_gib = gpu_mem_gib if gpu_mem_gib is not None else found[1]
-    name, lines = planner.pick_profile(configs_dir(configs), gpus, gpu_mem_gib, concurrency, context)
+    name, lines, why = planner.pick_profile(configs_dir(configs), gpus, gpu_mem_gib, concurrency, context)
+    if name is not None:
+        typer.echo(why, err=True)
     if name is None or verbose:
         typer.echo(f"{gpus} GPU(s) x {gpu_mem_gib:.0f} GiB:", err=True)
         for line in lines:

@@ -210,15 +210,16 @@ def check_before_serve(settings: Settings) -> str | None:
 
 def pick_profile(
     configs: Path, gpus: int, gpu_mem_gib: float, concurrency: int = 64, context: int = 8192
-) -> tuple[str | None, list[str]]:
+) -> tuple[str | None, list[str], str]:
     """The single-node GPU profile that serves ``concurrency`` streams of ``context`` tokens
     fastest on ``gpus`` GPUs of ``gpu_mem_gib`` each (predicted total tok/s, modelled from measured
-    bandwidth; then the longest context, then most full-context sequences), and one line per
-    profile saying why it does or does not fit. Without a decode model for the GPU: most GPUs used
-    first. Multi-node profiles are never picked: they need a cluster first."""
+    bandwidth; then most GPUs used, the longest context, most full-context sequences), one line per
+    profile saying why it does or does not fit, and one sentence on why the choice. Without a
+    decode model for the GPU: most GPUs used first. Multi-node profiles are never picked: they need
+    a cluster first."""
     from server.settings import load_settings
 
-    best: tuple[float, int, int, int, str] | None = None
+    ranked: list[tuple[float, int, int, int, str]] = []
     lines: list[str] = []
     for path in sorted(configs.glob("*.yaml")):
         s = load_settings(path)
@@ -234,10 +235,17 @@ def pick_profile(
         said = f"; ~{rate:,.0f} tok/s at {concurrency} x {context:,} tokens (modelled)" if rate is not None else ""
         lines.append(f"{path.stem:<20} {p.verdict if p.fits else 'no: ' + p.verdict}{said}")
         if p.fits:
-            key = (rate or 0.0, used, e.max_model_len, p.full_sequences, path.stem)
-            if best is None or key[:4] > best[:4]:
-                best = key
-    return (best[4] if best else None), lines
+            ranked.append((rate or 0.0, used, e.max_model_len, p.full_sequences, path.stem))
+    ranked.sort(key=lambda r: r[:4], reverse=True)
+    if not ranked:
+        return None, lines, "no profile fits"
+    best = ranked[0]
+    if best[0] == 0.0:
+        return best[4], lines, f"{best[4]}: no decode model for this GPU, so the one using the most GPUs ({best[1]})"
+    why = f"{best[4]}: ~{best[0]:,.0f} tok/s predicted at {concurrency} streams of {context:,} tokens (modelled), the most of {len(ranked)} fitting"
+    if len(ranked) > 1:
+        why += f"; next {ranked[1][4]} ~{ranked[1][0]:,.0f} tok/s (other loads: --concurrency/--context)"
+    return best[4], lines, why
 
 
 def predicted_total(settings: Settings, p: Plan, concurrency: int, context: int) -> float | None:
@@ -257,7 +265,7 @@ def _replica(settings: Settings, p: Plan, context: int) -> tuple[Any, int]:
     from server import capacity
 
     e = settings.engine
-    gpu = capacity.gpu_kind(p.gpu_mem_gib, settings.hardware.gpu)
+    gpu = capacity.gpu_kind(p.gpu_mem_gib)
     admitted = e.data_parallel_size * min(e.max_num_seqs, p.kv_capacity_tokens // max(1, context))
     if gpu is None:
         return None, admitted

@@ -180,9 +180,6 @@ class HardwareSettings(_Section):
 
     gpus: int | None = Field(None, ge=1, description="GPUs of the machine the profile is written for.")
     gpu_mem_gib: float | None = Field(None, gt=0, description="Memory per GPU as nvidia-smi reports it, GiB.")
-    gpu: Literal["h100", "h200"] | None = Field(
-        None, description="The GPU model, for `plan`'s decode rates (None: told apart by gpu_mem_gib)."
-    )
 
 
 class Settings(BaseSettings):

@@ -66,8 +66,9 @@ def test_plan_warns_when_the_api_layer_would_be_the_bottleneck() -> None:
 
 def test_pick_profile_by_predicted_throughput_at_the_target_load(tmp_path) -> None:
     configs = ROOT / "configs"
-    few, _ = planner.pick_profile(configs, 8, 79.6, concurrency=16, context=8192)
-    many, lines = planner.pick_profile(configs, 8, 79.6, concurrency=256, context=8192)
+    few, _, _ = planner.pick_profile(configs, 8, 79.6, concurrency=16, context=8192)
+    many, lines, why = planner.pick_profile(configs, 8, 79.6, concurrency=256, context=8192)
     assert few == "h100x8-bf16"  # at low concurrency, the widest TP decodes each stream fastest
     assert many == "h100x8-fp8-dp4"  # at high concurrency, four small replicas carry the most
     assert any("h100x8-fp8-dp4" in line and "tok/s at 256" in line for line in lines)
+    assert why.startswith("h100x8-fp8-dp4: ~") and "next h100x8-bf16" in why
