@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.capacity import LAYER_US_PER_TOKEN, decode_table, layer_ceiling  # noqa: E402
+from server.capacity import LAYER_US_PER_TOKEN, MEASURED_STEP_S, decode_table, layer_ceiling  # noqa: E402
 from server.planner import GIB, HERMES_70B, _replica, plan  # noqa: E402
 from server.settings import load_settings  # noqa: E402
 
@@ -60,6 +60,18 @@ def build() -> str:
         "  19.26 ms per step at batch 1, 7,099 and 8,095 tok/s at batch 256) plus KV-cache reads and a",
         "  tensor-parallel allowance; see `docs/CAPACITY_MODEL.md`;",
         "- **quoted**: published figures for a Llama 70B on the same GPUs.",
+        "",
+        "The measured rows the model is built on (weights-only decode of Hermes 4 70B's FP8 shape on one",
+        "GPU, output tok/s by batch; measured by the project on real GPUs, not by this script):",
+        "",
+        "| GPU | batch 1 | 16 | 32 | 64 | 128 | 256 |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {gpu.upper()} (measured) | "
+            + " | ".join(f"{b / MEASURED_STEP_S[gpu][b]:,.0f}" for b in sorted(MEASURED_STEP_S[gpu]))
+            + " |"
+            for gpu in sorted(MEASURED_STEP_S)
+        ),
         "",
         f"Modelled rates are at {CONTEXT:,}-token sequences: one stream, and the total at the most sequences",
         "the KV cache admits (at most `max_num_seqs` per replica). The API layer column is what the",
