@@ -272,12 +272,52 @@ def bench(
     request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="folder for results.json, report.html and PNG plots")] = Path("bench-results"),
+    find_max: Annotated[
+        str | None, typer.Option(help="capacity search: the highest concurrency | rate meeting every --slo-*-p90")
+    ] = None,
+    slo_ttft_p90: Annotated[float | None, typer.Option(help="search SLO: p90 time to first token, ms")] = None,
+    slo_itl_p90: Annotated[float | None, typer.Option(help="search SLO: p90 inter-token latency, ms")] = None,
+    slo_e2e_p90: Annotated[float | None, typer.Option(help="search SLO: p90 end-to-end latency, ms")] = None,
+    max_error_rate: Annotated[float, typer.Option(help="search SLO: share of failed requests (429/408 count)")] = 0.0,
+    max_level: Annotated[float, typer.Option(help="search bound: the highest concurrency or rate to try")] = 1024,
+    probe_seconds: Annotated[float, typer.Option(help="search, rate: seconds of arrivals per probe")] = 30.0,
 ) -> None:
     """Load-test one or two OpenAI/OpenRouter-compatible URLs: TTFT, ITL, TPOT, E2E percentiles,
-    throughput, errors by kind, goodput; JSON + HTML/PNG report; A/B ratios for two URLs."""
-    from server.bench.runner import BenchError, run_bench
+    throughput, errors by kind, goodput; JSON + HTML/PNG report; A/B ratios for two URLs. With
+    --find-max: the most load that meets the SLOs (bracketing, then bisection)."""
+    from server.bench.runner import BenchError, make_workload, run_bench
 
     try:
+        if find_max is not None:
+            from server.bench.search import Slo
+            from server.bench.search_run import run_search
+
+            if concurrency is not None or rate is not None:
+                raise BenchError("--find-max chooses the levels itself: leave out --concurrency and --rate")
+            workload = make_workload(
+                prompt_tokens,
+                output_tokens,
+                stream=stream,
+                reasoning=reasoning,
+                temperature=temperature,
+                fixed_output=fixed_output,
+                seed=seed,
+                request_timeout=request_timeout,
+            )
+            run_search(
+                urls=url,
+                keys=key or [],
+                labels=label or [],
+                model=model,
+                kind=find_max,
+                slo=Slo(slo_ttft_p90, slo_itl_p90, slo_e2e_p90, max_error_rate),
+                workload=workload,
+                limit=max_level,
+                probe_seconds=probe_seconds,
+                warmup=warmup,
+                out=out,
+            )
+            return
         run_bench(
             urls=url,
             keys=key or [],

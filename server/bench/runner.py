@@ -34,7 +34,7 @@ def _levels(concurrency: str | None, rate: str | None, requests: int, duration: 
     return levels
 
 
-def _targets(urls: list[str], keys: list[str], labels: list[str], model: str) -> list[Target]:
+def targets_of(urls: list[str], keys: list[str], labels: list[str], model: str) -> list[Target]:
     if not 1 <= len(urls) <= 2:
         raise BenchError("give one --url, or two for an A/B comparison")
     if len(keys) not in (0, 1, len(urls)) or len(labels) not in (0, len(urls)):
@@ -47,6 +47,44 @@ def _targets(urls: list[str], keys: list[str], labels: list[str], model: str) ->
     if len({t.label for t in out}) != len(out):
         raise BenchError("labels must differ")
     return out
+
+
+def make_workload(
+    prompt_tokens: str,
+    output_tokens: str,
+    *,
+    stream: bool,
+    reasoning: str | None,
+    temperature: float,
+    fixed_output: bool,
+    seed: int,
+    request_timeout: float,
+) -> Workload:
+    try:
+        return Workload(
+            prompt_tokens=Dist.parse(prompt_tokens),
+            output_tokens=Dist.parse(output_tokens),
+            stream=stream,
+            reasoning=reasoning,
+            temperature=temperature,
+            fixed_output=fixed_output,
+            seed=seed,
+            request_timeout=request_timeout,
+        )
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+
+
+async def warm_up(targets: list[Target], workload: Workload, n: int) -> None:
+    """Connections, caches, CUDA graphs: not measured; a target that cannot answer stops the run."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=workload.request_timeout) as client:
+        for t in targets:
+            for spec in make_specs(workload, n, salt=-1):
+                rec = await one_request(client, t, "warmup", workload, spec)
+                if not rec.ok and rec.error in ("connect", "http_401", "http_404"):
+                    raise BenchError(f"{t.label} ({t.url}): warm-up request failed with {rec.error}")
 
 
 def run_bench(
@@ -77,20 +115,17 @@ def run_bench(
     from rich.table import Table
 
     levels = _levels(concurrency, rate, requests, duration)
-    targets = _targets(urls, keys, labels, model)
-    try:
-        workload = Workload(
-            prompt_tokens=Dist.parse(prompt_tokens),
-            output_tokens=Dist.parse(output_tokens),
-            stream=stream,
-            reasoning=reasoning,
-            temperature=temperature,
-            fixed_output=fixed_output,
-            seed=seed,
-            request_timeout=request_timeout,
-        )
-    except ValueError as exc:
-        raise BenchError(str(exc)) from exc
+    targets = targets_of(urls, keys, labels, model)
+    workload = make_workload(
+        prompt_tokens,
+        output_tokens,
+        stream=stream,
+        reasoning=reasoning,
+        temperature=temperature,
+        fixed_output=fixed_output,
+        seed=seed,
+        request_timeout=request_timeout,
+    )
     rounds = max(1, rounds if len(targets) == 2 else 1)
     slo_obj = SLO(*slo)
     console = Console(stderr=True)
@@ -98,14 +133,7 @@ def run_bench(
     walls: dict[tuple[str, str], float] = {}
 
     async def main() -> None:
-        import httpx
-
-        async with httpx.AsyncClient(timeout=request_timeout) as client:
-            for t in targets:  # warm-up: connections, caches, CUDA graphs; not measured
-                for spec in make_specs(workload, warmup, salt=-1):
-                    rec = await one_request(client, t, "warmup", workload, spec)
-                    if not rec.ok and rec.error in ("connect", "http_401", "http_404"):
-                        raise BenchError(f"{t.label} ({t.url}): warm-up request failed with {rec.error}")
+        await warm_up(targets, workload, warmup)
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:

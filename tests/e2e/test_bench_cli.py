@@ -49,3 +49,25 @@ def test_open_loop_and_error_kinds(server: RunningServer, tmp_path: Path) -> Non
 def test_unreachable_url_stops_at_once(tmp_path: Path) -> None:
     r = _bench("--url", f"http://127.0.0.1:{free_port()}/v1", "--concurrency", "1", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "warm-up request failed with connect" in r.stderr
+
+
+def test_capacity_search_on_the_tiny_model(server: RunningServer, tmp_path: Path) -> None:
+    """A loose SLO holds up to the search's bound; an impossible one fails at the first probe.
+    Both end on their own, with the trace and every request in results.json."""
+    common = ["--url", server.v1, "--find-max", "concurrency", "--max-level", "4", "--prompt-tokens", "32"]
+    common += ["--output-tokens", "8", "--fixed-output", "--reasoning", "off", "--warmup", "1"]
+    loose = _bench(*common, "--slo-ttft-p90", "60000", "--slo-itl-p90", "10000", "--out", str(tmp_path / "loose"))
+    assert loose.returncode == 0, loose.stderr + loose.stdout
+    data = json.loads((tmp_path / "loose" / "results.json").read_text())
+    found = data["targets"]["target"]
+    assert found["best"]["level"] == 4 and found["hit_limit"] and found["first_fail"] is None
+    assert [p["level"] for p in found["trace"]] == [1, 2, 4] and all(p["requests"] >= 32 for p in found["trace"])
+    assert found["best"]["output_tokens_per_s"] > 0 and len(data["requests"]["target"]) == sum(
+        p["requests"] for p in found["trace"]
+    )
+    assert "4 (the limit)" in loose.stdout and "kind" in data and data["slo"]["ttft_p90_ms"] == 60000
+
+    strict = _bench(*common, "--slo-ttft-p90", "0.001", "--out", str(tmp_path / "strict"))
+    assert strict.returncode == 0, strict.stderr
+    none = json.loads((tmp_path / "strict" / "results.json").read_text())["targets"]["target"]
+    assert none["best"] is None and none["first_fail"]["level"] == 1 and none["first_fail"]["broke"] == ["ttft_p90"]

@@ -9,7 +9,7 @@ import pytest
 
 from server.bench.load import Dist, Record, Target, Workload, make_specs, request_body
 from server.bench.report import SLO, ratios, summarize, write_report
-from server.bench.runner import BenchError, _levels, _targets
+from server.bench.runner import BenchError, _levels, targets_of
 
 
 def test_distributions_parse_and_sample() -> None:
@@ -101,7 +101,7 @@ def test_bad_invocations() -> None:
         _levels("0", None, 10, 10)
     assert [ld.name for ld in _levels(None, "0.5,2", 10, 10)] == ["rate=0.5/s", "rate=2/s"]
     with pytest.raises(BenchError, match="one --url"):
-        _targets(["a", "b", "c"], [], [], "m")
+        targets_of(["a", "b", "c"], [], [], "m")
     with pytest.raises(BenchError, match="labels must differ"):
-        _targets(["a", "b"], [], ["x", "x"], "m")
-    assert [t.label for t in _targets(["a", "b"], ["k"], [], "m")] == ["A", "B"]
+        targets_of(["a", "b"], [], ["x", "x"], "m")
+    assert [t.label for t in targets_of(["a", "b"], ["k"], [], "m")] == ["A", "B"]
