@@ -74,7 +74,7 @@ def serve_api_processes(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    Database(settings.database_url)  # tables made (or brought up to date) once, before N processes race to
+    Database(settings.database_url)  # make (or bring up to date) the tables once, not N processes at once
     sock = create_server_socket((settings.host, settings.port), reuse_port=False)
     args = engine_args(settings)
     args._api_process_count, args._api_process_rank = n, -1

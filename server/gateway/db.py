@@ -12,9 +12,11 @@ Keys are random 256-bit tokens, so a plain SHA-256 is the right hash: slow passw
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,10 +178,13 @@ class Database:
         Base.metadata.create_all(self.engine)
         _add_new_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # The in-memory database (tests) is one connection shared by every thread: transactions
+        # from two threads must not interleave on it. Files and PostgreSQL pool connections.
+        self._one_at_a_time: contextlib.AbstractContextManager[Any] = threading.RLock() if memory else contextlib.nullcontext()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._session.begin() as s:
+        with self._one_at_a_time, self._session.begin() as s:
             yield s
 
     # ---- keys --------------------------------------------------------------------------------

@@ -30,7 +30,13 @@ class Two:
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
     tmp = tmp_path_factory.mktemp("api-processes")
     db = tmp / "hermes.db"
-    env = _env(db, HERMES_API_PROCESSES="2", HERMES_GATEWAY__MAX_IN_FLIGHT="3", HERMES_GATEWAY__MAX_QUEUE="0")
+    env = _env(
+        db,
+        HERMES_API_PROCESSES="2",
+        HERMES_GATEWAY__MAX_IN_FLIGHT="3",
+        HERMES_GATEWAY__MAX_QUEUE="0",
+        HERMES_GATEWAY__DRAIN_TIMEOUT_SECONDS="60",  # the drain test's streams finish well inside it
+    )
     keys = {
         "plain": _key(env, "--label", "plain"),
         "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
@@ -140,7 +146,7 @@ def test_drain_covers_every_process(two: Two) -> None:
     async def stream() -> str:
         async with (
             httpx.AsyncClient(timeout=120) as c,
-            c.stream("POST", two.server.v1 + "/chat/completions", json=_body(400, True), headers=_auth(two.keys["plain"])) as r,
+            c.stream("POST", two.server.v1 + "/chat/completions", json=_body(1000, True), headers=_auth(two.keys["plain"])) as r,
         ):
             finished = False
             async for line in r.aiter_lines():
@@ -149,7 +155,7 @@ def test_drain_covers_every_process(two: Two) -> None:
 
     async def run() -> tuple[list[str], list[int]]:
         streams = [asyncio.create_task(stream()) for _ in range(3)]
-        await asyncio.sleep(2)
+        await asyncio.sleep(1.5)  # all three streaming: 1,000 tokens take well over the 0.5 s below
         os.killpg(two.server.process.pid, signal.SIGTERM)
         await asyncio.sleep(0.5)
         during = []
@@ -161,6 +167,6 @@ def test_drain_covers_every_process(two: Two) -> None:
     outcomes, during = asyncio.run(run())
     assert outcomes == ["finished"] * 3
     assert during == [503] * 4
-    assert two.server.process.wait(timeout=90) == 0
+    assert two.server.process.wait(timeout=120) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(two.server.url + "/ready", timeout=5)

@@ -305,7 +305,13 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
         with httpx.stream("POST", server.v1 + "/chat/completions", json=body, headers=_auth(key), timeout=120) as r:
             gen_id = r.headers["X-Generation-Id"]
             started.wait()
-            results[i] = (gen_id, "".join(r.iter_text()))
+            parts = []
+            for part in r.iter_text():
+                parts.append(part)
+                # Let the main thread run: twenty readers in a tight loop kept it from sending the
+                # probes below until the drain was over (and the port closed).
+                time.sleep(0.005)
+            results[i] = (gen_id, "".join(parts))
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(20)]
     for t in threads:
