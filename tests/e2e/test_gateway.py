@@ -293,7 +293,7 @@ SIGNAL_PATHS = {
 def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
     # 8 s: long enough for the probes below to land inside the drain even when 20 CPU-engine
     # streams keep the event loop busy (at 3 s a slow /ready probe sometimes outlived the drain),
-    # short enough that the 3000-token streams are still cut.
+    # short enough that the 30,000-token streams are still cut.
     env = _env(tmp_path / "drain.db", HERMES_GATEWAY__DRAIN_TIMEOUT_SECONDS="8")
     key = _key(env, "--label", "drain")
     server = start_server(tmp_path, "drain", env=env, own_group=True)
@@ -301,7 +301,10 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
     started = threading.Barrier(21)
 
     def stream(i: int) -> None:
-        body = {**BODY, "max_tokens": 3000 if i % 2 else 60, "stream": True}
+        # The long ones are forced long (min_tokens): 3,000 tokens sometimes all finished inside
+        # the 8 s drain, leaving nothing for it to cut.
+        long = {"max_tokens": 30000, "min_tokens": 30000}
+        body = {**BODY, **(long if i % 2 else {"max_tokens": 60}), "stream": True}
         with httpx.stream("POST", server.v1 + "/chat/completions", json=body, headers=_auth(key), timeout=120) as r:
             gen_id = r.headers["X-Generation-Id"]
             started.wait()
