@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.bench.runner import run_bench  # noqa: E402
+from server.bench.runner import make_workload, run_bench  # noqa: E402
 from server.settings import Settings, load_settings  # noqa: E402
 
 
@@ -121,16 +121,18 @@ def main() -> None:
             requests=args.requests,
             duration=1800,
             rounds=args.rounds,
-            prompt_tokens=args.prompt_tokens,
-            output_tokens=args.output_tokens,
-            fixed_output=True,
-            reasoning=None,
-            stream=True,
-            temperature=0.0,
+            workload=make_workload(
+                args.prompt_tokens,
+                args.output_tokens,
+                stream=True,
+                reasoning=None,
+                temperature=0.0,
+                fixed_output=True,
+                seed=0,
+                request_timeout=600,
+            ),
             slo=(None, None, None),
             warmup=4,
-            request_timeout=600,
-            seed=0,
             out=args.out,
         )
     finally:

@@ -288,22 +288,22 @@ def bench(
     from server.bench.runner import BenchError, make_workload, run_bench
 
     try:
+        workload = make_workload(
+            prompt_tokens,
+            output_tokens,
+            stream=stream,
+            reasoning=reasoning,
+            temperature=temperature,
+            fixed_output=fixed_output,
+            seed=seed,
+            request_timeout=request_timeout,
+        )
         if find_max is not None:
             from server.bench.search import Slo
             from server.bench.search_run import run_search
 
             if concurrency is not None or rate is not None:
                 raise BenchError("--find-max chooses the levels itself: leave out --concurrency and --rate")
-            workload = make_workload(
-                prompt_tokens,
-                output_tokens,
-                stream=stream,
-                reasoning=reasoning,
-                temperature=temperature,
-                fixed_output=fixed_output,
-                seed=seed,
-                request_timeout=request_timeout,
-            )
             run_search(
                 urls=url,
                 keys=key or [],
@@ -328,16 +328,9 @@ def bench(
             requests=requests,
             duration=duration,
             rounds=rounds,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            fixed_output=fixed_output,
-            reasoning=reasoning,
-            stream=stream,
-            temperature=temperature,
+            workload=workload,
             slo=(slo_ttft_ms, slo_tpot_ms, slo_e2e_ms),
             warmup=warmup,
-            request_timeout=request_timeout,
-            seed=seed,
             out=out,
         )
     except BenchError as exc:

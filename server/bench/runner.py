@@ -98,16 +98,9 @@ def run_bench(
     requests: int,
     duration: float,
     rounds: int,
-    prompt_tokens: str,
-    output_tokens: str,
-    fixed_output: bool,
-    reasoning: str | None,
-    stream: bool,
-    temperature: float,
+    workload: Workload,
     slo: tuple[float | None, float | None, float | None],
     warmup: int,
-    request_timeout: float,
-    seed: int,
     out: Path,
 ) -> dict[str, Any]:
     from rich.console import Console
@@ -116,16 +109,6 @@ def run_bench(
 
     levels = _levels(concurrency, rate, requests, duration)
     targets = targets_of(urls, keys, labels, model)
-    workload = make_workload(
-        prompt_tokens,
-        output_tokens,
-        stream=stream,
-        reasoning=reasoning,
-        temperature=temperature,
-        fixed_output=fixed_output,
-        seed=seed,
-        request_timeout=request_timeout,
-    )
     rounds = max(1, rounds if len(targets) == 2 else 1)
     slo_obj = SLO(*slo)
     console = Console(stderr=True)
@@ -187,9 +170,9 @@ def run_bench(
         "rounds": rounds,
         "prompt_tokens": str(workload.prompt_tokens),
         "output_tokens": str(workload.output_tokens),
-        "fixed_output": fixed_output,
-        "stream": stream,
-        "reasoning": reasoning,
+        "fixed_output": workload.fixed_output,
+        "stream": workload.stream,
+        "reasoning": workload.reasoning,
         "slo_ms": {"ttft": slo[0], "tpot": slo[1], "e2e": slo[2]},
         "client_machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
     }
