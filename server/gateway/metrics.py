@@ -6,8 +6,8 @@ With several API processes (``api_processes``), prometheus-client's multiprocess
 (``PROMETHEUS_MULTIPROC_DIR``, set by the parent before the processes start): every process
 writes its series to files there and ``/metrics`` on any process aggregates all of them.
 Counters and histograms add up; the gauges say how each aggregates (``multiprocess_mode``) and are
-set from their sources when scraped and when a generation ends, rather than computed on read,
-because a computed gauge is invisible to the other processes."""
+set from their sources when scraped (a process's own share of a sum also when a generation ends),
+rather than computed on read, because a computed gauge is invisible to the other processes."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class Metrics:
         self.queue_depth = Gauge(
             "hermes_queue_depth", "Generation requests waiting for a slot", registry=r, multiprocess_mode="mostrecent"
         )
-        self._sources: list[tuple[Gauge, Callable[[], float]]] = []
+        self._sources: list[tuple[Gauge, Callable[[], float]]] = []  # set when scraped
+        self._own_sources: list[tuple[Gauge, Callable[[], float]]] = []  # also when a generation ends
         self.requests = Counter("hermes_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.rejected = Counter("hermes_rejected_requests", "Requests refused by the gateway, by reason", ["reason"], registry=r)
         self.generations = Counter("hermes_generations", "Finished generations by outcome", ["outcome"], registry=r)
@@ -66,22 +67,21 @@ class Metrics:
         )
 
     def bind_engine(self, unfinished: Callable[[], int], kv_usage: Callable[[], float | None]) -> None:
-        self._sources += [
-            (self.engine_unfinished, lambda: float(unfinished())),
-            (self.kv_cache_usage, lambda: float(kv_usage() or 0.0)),
-        ]
+        self._own_sources.append((self.engine_unfinished, lambda: float(unfinished())))
+        self._sources.append((self.kv_cache_usage, lambda: float(kv_usage() or 0.0)))
 
     def bind_gateway(self, in_flight: Callable[[], int], waiting: Callable[[], int]) -> None:
         self._sources += [(self.in_flight, lambda: float(in_flight())), (self.queue_depth, lambda: float(waiting()))]
 
-    def refresh(self) -> None:
-        """Set the gauges from their sources."""
-        for gauge, source in self._sources:
+    def refresh(self, own_only: bool = False) -> None:
+        """Set the gauges from their sources. ``own_only``: just this process's share of a sum
+        (the engine-wide figures are as fresh as the scraped process makes them)."""
+        for gauge, source in self._own_sources if own_only else [*self._own_sources, *self._sources]:
             gauge.set(source())
 
     def observe_generation(self, rec: UsageRecord) -> None:
-        if self.multiprocess:  # the other processes' scrapes see this one's gauges as of now
-            self.refresh()
+        if self.multiprocess:  # the other processes' scrapes add up this one's share as of now
+            self.refresh(own_only=True)
         outcome = "cancelled" if rec.cancelled else ("error" if rec.error else "ok")
         self.generations.labels(outcome=outcome).inc()
         self.tokens.labels(kind="prompt").inc(rec.prompt_tokens)
