@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.capacity import LAYER_US_PER_TOKEN, MEASURED_STEP_S, decode_table, layer_ceiling  # noqa: E402
-from server.planner import GIB, HERMES_70B, _replica, plan  # noqa: E402
+from server.planner import GIB, HERMES_70B, decode_replica, plan  # noqa: E402
 from server.settings import load_settings  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "CAPACITY.md"
@@ -85,7 +85,7 @@ def build() -> str:
     for name in PROFILES:
         s = load_settings(ROOT / "configs" / f"{name}.yaml")
         p = plan(s, gpus=s.hardware.gpus, gpu_mem_gib=s.hardware.gpu_mem_gib, config=HERMES_70B)
-        replica, admitted = _replica(s, p, CONTEXT)
+        replica, admitted = decode_replica(s, p, CONTEXT)
         assert replica is not None
         dp = s.engine.data_parallel_size
         (one,) = decode_table(replica, dp, CONTEXT, [1])

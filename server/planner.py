@@ -15,9 +15,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.capacity import Replica
 
 GIB = 1024**3
 # Activations, CUDA graphs and the sampler's buffers per GPU, beyond weights and KV cache
@@ -253,13 +256,13 @@ def predicted_total(settings: Settings, p: Plan, concurrency: int, context: int)
     ``context`` tokens; None without a decode model for the GPU."""
     from server import capacity
 
-    replica, admitted = _replica(settings, p, context)
+    replica, admitted = decode_replica(settings, p, context)
     if replica is None or admitted == 0:
         return None
     return capacity.decode_table(replica, settings.engine.data_parallel_size, context, [min(concurrency, admitted)])[0].total
 
 
-def _replica(settings: Settings, p: Plan, context: int) -> tuple[Any, int]:
+def decode_replica(settings: Settings, p: Plan, context: int) -> tuple[Replica | None, int]:
     """The decode model of one replica (None: no figures for the GPU) and the most sequences of
     ``context`` tokens all replicas hold at once."""
     from server import capacity
@@ -310,7 +313,7 @@ def throughput_report(settings: Settings, p: Plan, context: int, layer_us_per_to
     e = settings.engine
     layer = capacity.layer_ceiling(settings.api_processes, layer_us_per_token)
     lines = [""]
-    replica, admitted = _replica(settings, p, context)
+    replica, admitted = decode_replica(settings, p, context)
     if replica is None or not p.fits:
         lines.append("decode rate:             no model for this GPU (measured figures exist for H100 and H200)")
         return lines, False

@@ -37,7 +37,7 @@ def test_tp2_single_stream_matches_nims_published_itl() -> None:
     at one stream. The profile of the same layout, through the planner, within 20 %."""
     s = load_settings(ROOT / "configs" / "h100x2-fp8.yaml")
     p = planner.plan(s, gpus=2, gpu_mem_gib=79.6, config=planner.HERMES_70B)
-    replica, _ = planner._replica(s, p, 5250)
+    replica, _ = planner.decode_replica(s, p, 5250)
     assert replica is not None
     itl_ms = replica.step_s(1, 5250) * 1000
     assert itl_ms == pytest.approx(18.6, rel=0.20)
@@ -46,7 +46,7 @@ def test_tp2_single_stream_matches_nims_published_itl() -> None:
 def test_kv_reads_slow_long_contexts() -> None:
     s = load_settings(ROOT / "configs" / "h200x1-fp8.yaml")
     p = planner.plan(s, gpus=1, gpu_mem_gib=140.4, config=planner.HERMES_70B)
-    replica, _ = planner._replica(s, p, 1)
+    replica, _ = planner.decode_replica(s, p, 1)
     assert replica is not None
     assert replica.step_s(32, 100_000) > 1.5 * replica.step_s(32, 1_000)
 
