@@ -99,7 +99,7 @@ def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
     assert statuses == [200, 200, 429, 429, 429, 429]
 
     # Three slots for the whole engine (no queue): of six long requests at once, exactly three run.
-    slots = sorted(r.status_code for r in asyncio.run(_burst(two, "plain", 6, 200)))
+    slots = sorted(r.status_code for r in asyncio.run(_burst(two, "plain", 6, 1000)))
     assert slots == [200, 200, 200, 429, 429, 429]
 
     # Credit: each request holds its largest cost first (~19 micro-dollars: a short prompt and
