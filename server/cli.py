@@ -257,6 +257,14 @@ def bench(
     requests: Annotated[int, typer.Option(help="requests per level and URL")] = 64,
     duration: Annotated[float, typer.Option(help="cap per level and URL, seconds")] = 300.0,
     rounds: Annotated[int, typer.Option(help="A/B: alternate the URLs this many times per level (ABBA…)")] = 2,
+    workload_name: Annotated[
+        str,
+        typer.Option(
+            "--workload",
+            help="plain | multi-turn[:turns=4,followup=64] | long-context[:share=0.1,min=8000,max=100000]"
+            " | reasoning[:share=0.5,budget=1024] | tools[:share=0.5,choice=auto] (see the README)",
+        ),
+    ] = "plain",
     prompt_tokens: Annotated[str, typer.Option(help="N | uniform:LO:HI | normal:MEAN:SD | exp:MEAN")] = "256",
     output_tokens: Annotated[str, typer.Option(help="max_tokens distribution, same forms")] = "128",
     fixed_output: Annotated[
@@ -275,22 +283,29 @@ def bench(
     find_max: Annotated[
         str | None, typer.Option(help="capacity search: the highest concurrency | rate meeting every --slo-*-p90")
     ] = None,
-    slo_ttft_p90: Annotated[float | None, typer.Option(help="search SLO: p90 time to first token, ms")] = None,
-    slo_itl_p90: Annotated[float | None, typer.Option(help="search SLO: p90 inter-token latency, ms")] = None,
-    slo_e2e_p90: Annotated[float | None, typer.Option(help="search SLO: p90 end-to-end latency, ms")] = None,
-    max_error_rate: Annotated[float, typer.Option(help="search SLO: share of failed requests (429/408 count)")] = 0.0,
-    max_level: Annotated[float, typer.Option(help="search bound: the highest concurrency or rate to try")] = 1024,
-    probe_seconds: Annotated[float, typer.Option(help="search, rate: seconds of arrivals per probe")] = 30.0,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="concurrency | rate: from one stream to saturation (or the --concurrency/--rate levels), Pareto plot"),
+    ] = None,
+    slo_ttft_p90: Annotated[float | None, typer.Option(help="search/sweep SLO: p90 time to first token, ms")] = None,
+    slo_itl_p90: Annotated[float | None, typer.Option(help="search/sweep SLO: p90 inter-token latency, ms")] = None,
+    slo_e2e_p90: Annotated[float | None, typer.Option(help="search/sweep SLO: p90 end-to-end latency, ms")] = None,
+    max_error_rate: Annotated[float, typer.Option(help="search/sweep SLO: share of failed requests (429/408 count)")] = 0.0,
+    max_level: Annotated[float, typer.Option(help="search/sweep bound: the highest concurrency or rate to try")] = 1024,
+    probe_seconds: Annotated[float, typer.Option(help="search/sweep, rate: seconds of arrivals per level")] = 30.0,
 ) -> None:
     """Load-test one or two OpenAI/OpenRouter-compatible URLs: TTFT, ITL, TPOT, E2E percentiles,
     throughput, errors by kind, goodput; JSON + HTML/PNG report; A/B ratios for two URLs. With
-    --find-max: the most load that meets the SLOs (bracketing, then bisection)."""
+    --find-max: the most load that meets the SLOs (bracketing, then bisection). With --sweep: levels
+    from one stream to saturation, each judged against the --slo-*-p90 bounds, and a Pareto plot."""
     from server.bench.runner import BenchError, make_workload, run_bench
+    from server.bench.search import Slo
 
     try:
         workload = make_workload(
             prompt_tokens,
             output_tokens,
+            mix=workload_name,
             stream=stream,
             reasoning=reasoning,
             temperature=temperature,
@@ -298,10 +313,12 @@ def bench(
             seed=seed,
             request_timeout=request_timeout,
         )
+        p90_slo = Slo(slo_ttft_p90, slo_itl_p90, slo_e2e_p90, max_error_rate)
         if find_max is not None:
-            from server.bench.search import Slo
             from server.bench.search_run import run_search
 
+            if sweep is not None:
+                raise BenchError("give --find-max or --sweep, not both")
             if concurrency is not None or rate is not None:
                 raise BenchError("--find-max chooses the levels itself: leave out --concurrency and --rate")
             run_search(
@@ -310,7 +327,7 @@ def bench(
                 labels=label or [],
                 model=model,
                 kind=find_max,
-                slo=Slo(slo_ttft_p90, slo_itl_p90, slo_e2e_p90, max_error_rate),
+                slo=p90_slo,
                 workload=workload,
                 limit=max_level,
                 probe_seconds=probe_seconds,
@@ -332,6 +349,10 @@ def bench(
             slo=(slo_ttft_ms, slo_tpot_ms, slo_e2e_ms),
             warmup=warmup,
             out=out,
+            sweep=sweep,
+            sweep_slo=p90_slo if sweep is not None else None,
+            max_level=max_level,
+            probe_seconds=probe_seconds,
         )
     except BenchError as exc:
         typer.echo(f"hermes-server bench: {exc}", err=True)

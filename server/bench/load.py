@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from server.bench.words import WORDS
 from server.constants import OPENROUTER_MODEL_ID
 
 
@@ -91,7 +90,19 @@ class Load:
 
 
 @dataclass(frozen=True)
+class Mix:
+    """Which shipped workload (server/bench/workloads.py) and its options, all filled in."""
+
+    name: str = "plain"
+    options: tuple[tuple[str, float | str], ...] = ()
+
+    def option(self, key: str) -> float | str:
+        return dict(self.options)[key]
+
+
+@dataclass(frozen=True)
 class Workload:
+    mix: Mix = Mix()
     prompt_tokens: Dist = Dist("fixed", 256)
     output_tokens: Dist = Dist("fixed", 128)
     stream: bool = True
@@ -106,8 +117,20 @@ class Workload:
 
 @dataclass
 class Spec:
-    prompt: str
+    """One request: its messages, max_tokens and the fields its workload adds (reasoning, tools).
+    Requests of one ``chain`` (a conversation) go in ``turn`` order, each after the last ended."""
+
+    messages: list[dict[str, Any]]
     max_tokens: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    chain: int = 0
+    turn: int = 0
+    tag: str = "plain"  # the kind of request within its workload, for the token statistics
+
+    @property
+    def prompt(self) -> str:
+        """The last user message."""
+        return str(next(m["content"] for m in reversed(self.messages) if m["role"] == "user"))
 
 
 @dataclass
@@ -124,6 +147,10 @@ class Record:
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None
     finish_reason: str | None = None
+    tag: str = "plain"
+    gen_id: str | None = None  # the response id: the server's usage record of this generation
+    cached_tokens: int | None = None
+    tool_calls: int = 0
 
     @property
     def tpot(self) -> float | None:
@@ -133,21 +160,10 @@ class Record:
         return (self.e2e - self.ttft) / (self.completion_tokens - 1)
 
 
-def make_specs(workload: Workload, n: int, salt: int = 0) -> list[Spec]:
-    """The same prompts and lengths for every target of a load level (fair A/B)."""
-    rng = random.Random(workload.seed * 1_000_003 + salt)
-    specs = []
-    for i in range(n):
-        words = [rng.choice(WORDS) for _ in range(max(1, workload.prompt_tokens.sample(rng) - 12))]
-        prompt = f"Request {i} {rng.randrange(10**9)}. Continue this text: " + " ".join(words)
-        specs.append(Spec(prompt, workload.output_tokens.sample(rng)))
-    return specs
-
-
 def request_body(target: Target, workload: Workload, spec: Spec) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": target.model,
-        "messages": [{"role": "user", "content": spec.prompt}],
+        "messages": spec.messages,
         "max_tokens": spec.max_tokens,
         "temperature": workload.temperature,
         "stream": workload.stream,
@@ -160,7 +176,9 @@ def request_body(target: Target, workload: Workload, spec: Spec) -> dict[str, An
         body["reasoning"] = {"enabled": True}
     elif workload.reasoning:
         body["reasoning"] = {"effort": workload.reasoning}
-    if workload.fixed_output:
+    body.update(spec.fields)
+    # A forced tool call's grammar ends with the call: min_tokens would fight it.
+    if workload.fixed_output and "tool_choice" not in spec.fields:
         body["ignore_eos"] = True
         body["min_tokens"] = spec.max_tokens
     return body
@@ -182,8 +200,9 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
         headers["Authorization"] = f"Bearer {target.key}"
     body = request_body(target, workload, spec)
     start = time.perf_counter()
-    rec = Record(target.label, load, ok=False, error=None, start=time.time(), ttft=None, e2e=0.0)
+    rec = Record(target.label, load, ok=False, error=None, start=time.time(), ttft=None, e2e=0.0, tag=spec.tag)
     last: float | None = None
+    calls: set[int] = set()
     try:
         async with asyncio.timeout(workload.request_timeout):
             async with client.stream("POST", target.url.rstrip("/") + "/chat/completions", json=body, headers=headers) as r:
@@ -194,9 +213,11 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
                 if not workload.stream:
                     data = json.loads(await r.aread())
                     rec.ttft = time.perf_counter() - start
+                    rec.gen_id = data.get("id")
                     _usage(rec, data.get("usage"))
                     choice = (data.get("choices") or [{}])[0]
                     rec.finish_reason = choice.get("finish_reason")
+                    rec.tool_calls = len((choice.get("message") or {}).get("tool_calls") or [])
                     rec.ok = True
                     return rec
                 async for line in r.aiter_lines():
@@ -209,6 +230,7 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
                     if "error" in chunk:
                         rec.error = f"stream_error_{chunk['error'].get('code', '?')}"
                         return rec
+                    rec.gen_id = rec.gen_id or chunk.get("id")
                     if chunk.get("usage"):
                         _usage(rec, chunk["usage"])
                     for choice in chunk.get("choices") or []:
@@ -220,8 +242,10 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
                             elif last is not None:
                                 rec.itl.append(now - last)
                             last = now
+                        calls.update(tc.get("index", 0) for tc in delta.get("tool_calls") or [])
                         if choice.get("finish_reason"):
                             rec.finish_reason = choice["finish_reason"]
+                rec.tool_calls = len(calls)
                 rec.ok = rec.ttft is not None or (rec.completion_tokens == 0)
                 if not rec.ok:
                     rec.error = "no_output"
@@ -239,18 +263,30 @@ def _usage(rec: Record, usage: dict[str, Any] | None) -> None:
     rec.completion_tokens = usage.get("completion_tokens")
     details = usage.get("completion_tokens_details") or {}
     rec.reasoning_tokens = details.get("reasoning_tokens")
+    rec.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
 
 
 async def run_phase(
     target: Target, load: Load, workload: Workload, specs: list[Spec], on_done: Callable[[Record], None] | None = None
 ) -> tuple[list[Record], float]:
-    """Run one load level against one target; returns the records and the wall time (s)."""
+    """Run one load level against one target; returns the records and the wall time (s).
+
+    Closed loop: each of ``concurrency`` users takes a whole chain (conversation) and sends its
+    turns one after another. Open loop: requests arrive as a Poisson process in ``specs`` order; a
+    turn whose previous turn has not ended yet waits for it, as its user would."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=2048)
     timeout = httpx.Timeout(workload.request_timeout, connect=30.0)
     records: list[Record] = []
     deadline = time.perf_counter() + load.duration
+    specs = specs[: load.requests]
+    ended = {(s.chain, s.turn): asyncio.Event() for s in specs}
 
-    def done(rec: Record) -> None:
+    async def send(client: httpx.AsyncClient, spec: Spec) -> None:
+        before = ended.get((spec.chain, spec.turn - 1))
+        if before is not None:
+            await before.wait()
+        rec = await one_request(client, target, load.name, workload, spec)
+        ended[(spec.chain, spec.turn)].set()
         records.append(rec)
         if on_done:
             on_done(rec)
@@ -258,28 +294,36 @@ async def run_phase(
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         t0 = time.perf_counter()
         if load.concurrency is not None:
-            queue = list(reversed(specs[: load.requests]))
+            chains: dict[int, list[Spec]] = {}
+            for spec in specs:
+                chains.setdefault(spec.chain, []).append(spec)
+            queue = [sorted(c, key=lambda s: s.turn) for c in reversed(chains.values())]
 
-            async def worker() -> None:
+            async def user() -> None:
                 while queue and time.perf_counter() < deadline:
-                    done(await one_request(client, target, load.name, workload, queue.pop()))
+                    for spec in queue.pop():
+                        if time.perf_counter() >= deadline:
+                            break
+                        await send(client, spec)
 
-            await asyncio.gather(*(worker() for _ in range(load.concurrency)))
+            await asyncio.gather(*(user() for _ in range(load.concurrency)))
         else:
             assert load.rate is not None
             rng = random.Random(workload.seed + 7)
             tasks: list[asyncio.Task[None]] = []
-
-            async def fire(spec: Spec) -> None:
-                done(await one_request(client, target, load.name, workload, spec))
-
-            for spec in specs[: load.requests]:
+            for spec in specs:
                 if time.perf_counter() >= deadline:
                     break
-                tasks.append(asyncio.create_task(fire(spec)))
+                tasks.append(asyncio.create_task(send(client, spec)))
                 await asyncio.sleep(rng.expovariate(load.rate))
             await asyncio.gather(*tasks)
         return records, time.perf_counter() - t0
+
+
+def per_user_tokens_per_s(records: list[Record]) -> float | None:
+    """The median output rate one user sees after the first token (1 / TPOT)."""
+    rates = sorted(1.0 / t for r in records if r.ok and (t := r.tpot))
+    return rates[len(rates) // 2] if rates else None
 
 
 def records_json(records: list[Record]) -> list[dict[str, Any]]:

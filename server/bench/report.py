@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -13,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from server.bench.load import Record
+from server.bench.load import Record, per_user_tokens_per_s
+from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
+from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
+from server.jsonio import dumps
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ def summarize(records: list[Record], wall: float, slo: SLO) -> dict[str, Any]:
         "mean_prompt_tokens": in_tokens / len(ok) if ok else None,
         "mean_completion_tokens": out_tokens / len(ok) if ok else None,
         "mean_reasoning_tokens": (sum(r.reasoning_tokens or 0 for r in ok) / len(ok)) if ok else None,
+        "tokens_per_s_per_user": per_user_tokens_per_s(ok),
+        "tokens": token_stats(ok),
         "goodput_requests_per_s": sum(1 for r in records if slo.met(r)) / wall,
         "ttft_ms": _stats([r.ttft for r in ok if r.ttft is not None]),
         "itl_ms": _stats([x for r in ok for x in r.itl]),
@@ -142,51 +146,33 @@ HEADER = [
 ]
 
 
-def plots(results: list[dict[str, Any]], records: dict[tuple[str, str], list[Record]]) -> dict[str, bytes]:
-    """PNG plots: throughput and latency per load level per target, and TTFT distributions."""
-    import matplotlib
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    targets = list(dict.fromkeys(r["target"] for r in results))
-    loads = list(dict.fromkeys(r["load"] for r in results))
-    by = {(r["target"], r["load"]): r["summary"] for r in results}
-    pngs: dict[str, bytes] = {}
+def html_image(name: str, png: bytes) -> str:
+    return f'<h2>{html.escape(name)}</h2><img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
-    def save(fig: Any, name: str) -> None:
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        pngs[name] = buf.getvalue()
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for t in targets:
-        xs = [ld for ld in loads if (t, ld) in by]
-        axes[0].plot(xs, [by[(t, ld)]["output_tokens_per_s"] for ld in xs], marker="o", label=t)
-        axes[1].plot(xs, [by[(t, ld)]["ttft_ms"]["p50"] or np.nan for ld in xs], marker="o", label=f"{t} p50")
-        axes[1].plot(xs, [by[(t, ld)]["ttft_ms"]["p99"] or np.nan for ld in xs], marker="x", linestyle="--", label=f"{t} p99")
-        axes[2].plot(xs, [by[(t, ld)]["tpot_ms"]["p50"] or np.nan for ld in xs], marker="o", label=t)
-    for ax, title in zip(axes, ["output tokens/s", "time to first token (ms)", "time per output token p50 (ms)"], strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("load")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save(fig, "levels.png")
+def workload_section(description: str, stats: dict[str, Any]) -> str:
+    """The workload's name and options, and its token counts as the server reported them."""
+    return (
+        f"<h2>Workload</h2><p>{html.escape(description)}</p>"
+        "<p>Token counts per request from the server's own usage (means):</p>" + html_table(STATS_HEADER, describe_rows(stats))
+    )
 
-    fig, axes = plt.subplots(1, len(loads), figsize=(4 * len(loads), 3.5), squeeze=False)
-    for ax, ld in zip(axes[0], loads, strict=True):
-        for t in targets:
-            v = np.sort([r.ttft * 1000 for r in records.get((t, ld), []) if r.ok and r.ttft is not None])
-            if len(v):
-                ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=t)
-        ax.set_title(f"TTFT CDF, {ld}")
-        ax.set_xlabel("ms")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save(fig, "ttft_cdf.png")
-    return pngs
+
+def html_page(title: str, meta: dict[str, Any], sections: list[str]) -> str:
+    """A self-contained page: settings first, then the sections (tables, inlined plots)."""
+    meta_rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in meta.items()]
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}img{max-width:100%}</style>"
+        f"<h1>{html.escape(title)}</h1>{html_table(['setting', 'value'], meta_rows)}" + "".join(sections)
+    )
 
 
 def write_report(
@@ -195,43 +181,51 @@ def write_report(
     results: list[dict[str, Any]],
     ab: list[dict[str, Any]],
     records: dict[tuple[str, str], list[Record]],
+    *,
+    itl_p90_ms: float | None = None,
 ) -> dict[str, Path]:
-    """results.json, the PNG plots and report.html (self-contained: plots inlined) in ``out``."""
+    """results.json, the PNG plots and report.html (self-contained: plots inlined) in ``out``.
+    With more than one level, the Pareto plot (per-user against total tokens/s; the levels' SLO
+    verdicts, from ``results[i]["slo"]``, and an ITL boundary drawn when given)."""
     from server.bench.load import records_json
 
     out.mkdir(parents=True, exist_ok=True)
-    data = {
+    every = [r for rs in records.values() for r in rs]
+    data: dict[str, Any] = {
         "meta": meta,
         "results": results,
         "ab": ab,
+        "tokens": token_stats(every),
         "records": {f"{t}|{ld}": records_json(rs) for (t, ld), rs in records.items()},
     }
     paths = {"json": out / "results.json", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(data, indent=1))
-    pngs = plots(results, records)
+    paths["json"].write_bytes(dumps(data))
+    pngs = {"levels.png": levels_png(results), "ttft_cdf.png": ttft_cdf_png(records)}
+    points = [
+        Point(r["target"], r["load"], s["tokens_per_s_per_user"], s["output_tokens_per_s"], r.get("slo", {}).get("passed"))
+        for r in results
+        if (s := r["summary"])["tokens_per_s_per_user"] is not None
+    ]
+    if len({p.level for p in points}) > 1:
+        pngs["pareto.png"] = pareto_png(points, itl_p90_ms)
     for name, png in pngs.items():
         (out / name).write_bytes(png)
         paths[name] = out / name
 
-    def table(header: list[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
-
-    ab_html = ""
+    sections = [workload_section(str(meta.get("workload", "plain")), data["tokens"])]
+    header, rows = HEADER, table_rows(results)
+    if any("slo" in r for r in results):
+        header = [*HEADER, "SLO"]
+        rows = [[*row, slo_verdict(r["slo"])] for row, r in zip(rows, results, strict=True)]
+    sections.append("<h2>Results</h2>" + html_table(header, rows))
     if ab:
         keys = list(ab[0]["ratios"])
         ab_rows = [[a["load"], f"{a['b']} / {a['a']}", *[_fmt(a["ratios"][k], 3) for k in keys]] for a in ab]
-        ab_html = "<h2>A/B ratios</h2>" + table(["load", "ratio", *keys], ab_rows)
-    imgs = "".join(
-        f'<h2>{html.escape(n)}</h2><img src="data:image/png;base64,{base64.b64encode(p).decode()}">' for n, p in pngs.items()
-    )
-    meta_rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in meta.items()]
-    paths["html"].write_text(
-        "<!doctype html><meta charset=utf-8><title>hermes-server bench</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}img{max-width:100%}</style>"
-        f"<h1>Load test</h1>{table(['setting', 'value'], meta_rows)}<h2>Results</h2>{table(HEADER, table_rows(results))}"
-        f"{ab_html}{imgs}"
-    )
+        sections.append("<h2>A/B ratios</h2>" + html_table(["load", "ratio", *keys], ab_rows))
+    sections += [html_image(n, p) for n, p in pngs.items()]
+    paths["html"].write_text(html_page("Load test", meta, sections))
     return paths
+
+
+def slo_verdict(probe: dict[str, Any]) -> str:
+    return "pass" if probe["passed"] else "broke " + ", ".join(probe["broke"])

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.bench.load import Dist, Load, Record, Target, Workload, make_specs, one_request, run_phase
-from server.bench.report import HEADER, SLO, ratios, summarize, table_rows, write_report
+from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
+from server.bench.report import HEADER, SLO, ratios, slo_verdict, summarize, table_rows, write_report
+from server.bench.search import Slo, judge
+from server.bench.sweep import LevelPlan, SweepPlan
+from server.bench.workloads import describe, make_specs, parse_mix
 
 
 class BenchError(ValueError):
@@ -53,6 +56,7 @@ def make_workload(
     prompt_tokens: str,
     output_tokens: str,
     *,
+    mix: str = "plain",
     stream: bool,
     reasoning: str | None,
     temperature: float,
@@ -62,6 +66,7 @@ def make_workload(
 ) -> Workload:
     try:
         return Workload(
+            mix=parse_mix(mix),
             prompt_tokens=Dist.parse(prompt_tokens),
             output_tokens=Dist.parse(output_tokens),
             stream=stream,
@@ -102,29 +107,37 @@ def run_bench(
     slo: tuple[float | None, float | None, float | None],
     warmup: int,
     out: Path,
+    sweep: str | None = None,
+    sweep_slo: Slo | None = None,
+    max_level: float = 1024,
+    probe_seconds: float = 30.0,
 ) -> dict[str, Any]:
+    """Measure the given levels, or with ``sweep`` (concurrency | rate) from one stream to
+    saturation; each level of a sweep is judged against ``sweep_slo``'s p90 bounds."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    levels = _levels(concurrency, rate, requests, duration)
+    plan = _plan(concurrency, rate, requests, duration, sweep, max_level, probe_seconds)
     targets = targets_of(urls, keys, labels, model)
     rounds = max(1, rounds if len(targets) == 2 else 1)
     slo_obj = SLO(*slo)
     console = Console(stderr=True)
     records: dict[tuple[str, str], list[Record]] = {}
-    walls: dict[tuple[str, str], float] = {}
+    results: list[dict[str, Any]] = []
 
     async def main() -> None:
         await warm_up(targets, workload, warmup)
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:
-            for li, load in enumerate(levels):
-                # Every target gets the same prompts at a level; rounds split them and alternate
-                # the order (A B, B A, …) so drift on a shared machine falls on both alike.
+            load, li = plan.first(), 0
+            while load is not None:
+                # Every target gets the same prompts at a level; rounds split them by conversation
+                # and alternate the order (A B, B A, …) so drift on a shared machine falls on both alike.
                 specs = make_specs(workload, load.requests, salt=li)
-                per_round = [specs[r::rounds] for r in range(rounds)]
+                per_round = [[s for s in specs if s.chain % rounds == r] for r in range(rounds)]
+                walls: dict[str, float] = {}
                 for r, chunk in enumerate(per_round):
                     order = targets if r % 2 == 0 else list(reversed(targets))
                     for t in order:
@@ -132,56 +145,51 @@ def run_bench(
                         sub = Load(load.concurrency, load.rate, len(chunk), load.duration / rounds)
                         recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
                         records.setdefault((t.label, load.name), []).extend(recs)
-                        walls[(t.label, load.name)] = walls.get((t.label, load.name), 0.0) + wall
+                        walls[t.label] = walls.get(t.label, 0.0) + wall
+                level = [
+                    _result(t, load, records.get((t.label, load.name), []), walls[t.label], slo_obj, sweep_slo) for t in targets
+                ]
+                results.extend(level)
+                load, li = plan.next(load, [r["summary"] for r in level]), li + 1
 
     started = time.time()
     asyncio.run(main())
-    results: list[dict[str, Any]] = [
-        {
-            "target": t.label,
-            "url": t.url,
-            "load": ld.name,
-            "summary": summarize(records[(t.label, ld.name)], walls[(t.label, ld.name)], slo_obj),
-        }
-        for ld in levels
-        for t in targets
-        if (t.label, ld.name) in records
-    ]
+    levels = list(dict.fromkeys(r["load"] for r in results))
     ab: list[dict[str, Any]] = []
     if len(targets) == 2:
         a, b = targets
         by: dict[tuple[str, str], dict[str, Any]] = {(r["target"], r["load"]): r["summary"] for r in results}
-        for ld in levels:
-            if (a.label, ld.name) in by and (b.label, ld.name) in by:
-                ab.append(
-                    {
-                        "load": ld.name,
-                        "a": a.label,
-                        "b": b.label,
-                        "ratios": ratios(by[(b.label, ld.name)], by[(a.label, ld.name)]),
-                    }
-                )
+        ab = [{"load": ld, "a": a.label, "b": b.label, "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)])} for ld in levels]
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "targets": {t.label: t.url for t in targets},
         "model": model,
-        "levels": [ld.name for ld in levels],
+        "levels": levels,
+        "sweep": sweep,
         "requests_per_level": requests,
         "rounds": rounds,
+        "workload": describe(workload.mix),
         "prompt_tokens": str(workload.prompt_tokens),
         "output_tokens": str(workload.output_tokens),
         "fixed_output": workload.fixed_output,
         "stream": workload.stream,
         "reasoning": workload.reasoning,
+        "seed": workload.seed,
         "slo_ms": {"ttft": slo[0], "tpot": slo[1], "e2e": slo[2]},
+        "sweep_slo": sweep_slo.describe() if sweep_slo else None,
         "client_machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
     }
-    paths = write_report(out, meta, results, ab, records)
+    itl_bound = sweep_slo.itl_p90_ms if sweep_slo else None
+    paths = write_report(out, meta, results, ab, records, itl_p90_ms=itl_bound)
 
-    table = Table(*HEADER, title="hermes-server bench")
-    for row in table_rows(results):
+    header, rows = HEADER, table_rows(results)
+    if sweep_slo is not None:
+        header = [*HEADER, "SLO"]
+        rows = [[*row, slo_verdict(r["slo"])] for row, r in zip(rows, results, strict=True)]
+    table = Table(*header, title="hermes-server bench")
+    for row in rows:
         table.add_row(*row)
-    console_out = Console(width=200)
+    console_out = Console(width=220)
     console_out.print(table)
     for entry in ab:
         rs = entry["ratios"]
@@ -191,6 +199,36 @@ def run_bench(
         )
     console_out.print(f"report: {paths['html']}  data: {paths['json']}")
     return {"meta": meta, "results": results, "ab": ab, "paths": paths}
+
+
+def _plan(
+    concurrency: str | None,
+    rate: str | None,
+    requests: int,
+    duration: float,
+    sweep: str | None,
+    max_level: float,
+    probe_seconds: float,
+) -> LevelPlan | SweepPlan:
+    if sweep is None:
+        return LevelPlan(_levels(concurrency, rate, requests, duration))
+    if sweep not in ("concurrency", "rate"):
+        raise BenchError("--sweep takes concurrency or rate")
+    if concurrency is not None or rate is not None:
+        given = _levels(concurrency, rate, requests, duration)
+        if (given[0].concurrency is not None) != (sweep == "concurrency"):
+            raise BenchError(f"--sweep {sweep} with levels: give them with --{sweep}")
+        return LevelPlan(given)
+    return SweepPlan(sweep, max_level, requests, probe_seconds, duration)
+
+
+def _result(target: Target, load: Load, records: list[Record], wall: float, slo: SLO, sweep_slo: Slo | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"target": target.label, "url": target.url, "load": load.name, "summary": summarize(records, wall, slo)}
+    if sweep_slo is not None:
+        level = load.concurrency if load.concurrency is not None else load.rate
+        assert level is not None
+        out["slo"] = judge(level, records, wall, sweep_slo).as_dict()
+    return out
 
 
 def _advance(progress: Any, task: Any, _record: Record) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from server.bench.load import Record
+from server.bench.load import Record, per_user_tokens_per_s
 
 MIN_PROBE_REQUESTS = 32
 
@@ -50,11 +51,15 @@ class Probe:
     errors: dict[str, int]  # rejected_429, timeout_408, mid_stream, other
     output_tokens_per_s: float
     goodput_rps: float  # requests/s that met every per-request SLO
+    tokens_per_s_per_user: float | None = None  # p50 of 1 / TPOT
     broke: list[str] = field(default_factory=list)  # the SLOs it failed
 
     @property
     def passed(self) -> bool:
         return not self.broke
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
 
 
 def error_class(error: str) -> str:
@@ -102,6 +107,7 @@ def judge(level: float, records: list[Record], elapsed: float, slo: Slo) -> Prob
         errors=dict(Counter(error_class(r.error or "other") for r in failed)),
         output_tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
         goodput_rps=sum(1 for r in records if good(r)) / elapsed if elapsed > 0 else 0.0,
+        tokens_per_s_per_user=per_user_tokens_per_s(records),
     )
     for name, value, bound in (
         ("ttft_p90", probe.ttft_p90_ms, slo.ttft_p90_ms),

@@ -9,9 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from server.bench.load import Load, Target, Workload, make_specs, records_json, run_phase
+from server.bench.load import Load, Target, Workload, records_json, run_phase
 from server.bench.runner import BenchError, targets_of, warm_up
 from server.bench.search import Probe, SearchResult, Slo, find_max, judge, probe_requests
+from server.bench.workloads import make_specs
 from server.jsonio import dumps
 
 
@@ -88,10 +89,10 @@ def run_search(
         "machine": platform.platform(),
         "targets": {
             label: {
-                "best": asdict(r.best) if r.best else None,
-                "first_fail": asdict(r.first_fail) if r.first_fail else None,
+                "best": r.best.as_dict() if r.best else None,
+                "first_fail": r.first_fail.as_dict() if r.first_fail else None,
                 "hit_limit": r.hit_limit,
-                "trace": [asdict(p) for p in r.trace],
+                "trace": [p.as_dict() for p in r.trace],
             }
             for label, r in results.items()
         },

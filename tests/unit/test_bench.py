@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from server.bench.load import Dist, Record, Target, Workload, make_specs, request_body
+from server.bench.load import Dist, Record, Target, Workload, request_body
 from server.bench.report import SLO, ratios, summarize, write_report
 from server.bench.runner import BenchError, _levels, targets_of
+from server.bench.workloads import make_specs
 
 
 def test_distributions_parse_and_sample() -> None:
