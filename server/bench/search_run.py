@@ -1,5 +1,6 @@
 """`hermes-server bench --find-max`: the capacity search (server/bench/search.py) against real
-URLs, with progress, a trace table and results.json (every probe, every request)."""
+URLs, with progress (the probe running and the bracket), a trace table, results.json (every probe,
+every request) and report.html (workload, trace, Pareto plot)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from server.bench.load import Load, Target, Workload, records_json, run_phase
+from server.bench.load import Load, Record, Target, Workload, records_json, run_phase
+from server.bench.plots import Point, pareto_png
+from server.bench.report import html_image, html_page, html_table, slo_verdict, workload_section
 from server.bench.runner import BenchError, targets_of, warm_up
 from server.bench.search import Probe, SearchResult, Slo, find_max, judge, probe_requests
-from server.bench.workloads import make_specs
+from server.bench.usage_stats import token_stats
+from server.bench.workloads import describe, make_specs
 from server.jsonio import dumps
 
 
@@ -31,6 +35,7 @@ def run_search(
     out: Path,
 ) -> dict[str, Any]:
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     if kind not in ("concurrency", "rate"):
@@ -39,29 +44,37 @@ def run_search(
         raise BenchError("--find-max needs at least one of --slo-ttft-p90, --slo-itl-p90, --slo-e2e-p90")
     targets = targets_of(urls, keys, labels, model)
     console = Console(stderr=True)
-    requests: dict[str, list[dict[str, Any]]] = {}
+    requests: dict[str, list[Record]] = {}
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    bracket: dict[str, str] = {t.label: "[0, …)" for t in targets}
 
     async def search(target: Target) -> SearchResult:
         async def measure(level: float) -> Probe:
             n = probe_requests(kind, level, probe_seconds)
             load = Load(concurrency=int(level), requests=n) if kind == "concurrency" else Load(rate=level, requests=n)
-            records, elapsed = await run_phase(target, load, workload, make_specs(workload, n, salt=int(level * 1000)))
-            requests.setdefault(target.label, []).extend(records_json(records))
+            task = progress.add_task(f"{target.label} probe {kind}={level:g}, bracket {bracket[target.label]}", total=n)
+            specs = make_specs(workload, n, salt=int(level * 1000))
+            records, elapsed = await run_phase(target, load, workload, specs, lambda _r: progress.advance(task))
+            progress.remove_task(task)
+            requests.setdefault(target.label, []).extend(records)
             return judge(level, records, elapsed, slo)
 
-        def progress(p: Probe, lo: float, hi: float | None) -> None:
+        def report(p: Probe, lo: float, hi: float | None) -> None:
             verdict = "[green]pass[/]" if p.passed else f"[red]fail: {', '.join(p.broke)}[/]"
-            bracket = f"[{lo:g}, {hi:g}]" if hi is not None else f"[{lo:g}, …)"
+            bracket[target.label] = f"[{lo:g}, {hi:g}]" if hi is not None else f"[{lo:g}, …)"
             console.print(
                 f"{target.label} {kind}={p.level:g}: TTFT p90 {_ms(p.ttft_p90_ms)}, ITL p90 {_ms(p.itl_p90_ms)}, "
-                f"errors {p.error_rate:.0%} {verdict}; bracket {bracket}"
+                f"errors {p.error_rate:.0%} {verdict}; bracket {bracket[target.label]}"
             )
 
-        return await find_max(measure, kind, limit=limit, on_probe=progress)
+        return await find_max(measure, kind, limit=limit, on_probe=report)
 
     async def main() -> dict[str, SearchResult]:
         await warm_up(targets, workload, warmup)
-        return {t.label: await search(t) for t in targets}
+        with progress:
+            return {t.label: await search(t) for t in targets}
 
     console.print(f"capacity search by {kind}, SLO: {slo.describe()}")
     results = asyncio.run(main())
@@ -102,10 +115,58 @@ def run_search(
         summary["ratio"] = second / first if first else None
         names = " / ".join(reversed(list(results)))
         Console().print(f"ratio ({names}): {summary['ratio']:.2f}" if first else "ratio: n/a")
+    summary["workload"] = describe(workload.mix)
+    every = [r for rs in requests.values() for r in rs]
+    summary["tokens"] = token_stats(every)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_bytes(dumps({**summary, "requests": requests}))
-    Console().print(f"results: {out / 'results.json'}")
+    (out / "results.json").write_bytes(
+        dumps({**summary, "requests": {label: records_json(rs) for label, rs in requests.items()}})
+    )
+    _write_html(out, summary, results, slo)
+    Console().print(f"report: {out / 'report.html'}  data: {out / 'results.json'}")
     return summary
+
+
+TRACE_HEADER = ["target", "probe", "level", "requests", "TTFT p90 ms", "ITL p90 ms", "E2E p90 ms", "errors", "out tok/s"]
+TRACE_HEADER += ["tok/s per user", "verdict"]
+
+
+def _write_html(out: Path, summary: dict[str, Any], results: dict[str, SearchResult], slo: Slo) -> None:
+    """report.html: the settings, the workload and its token counts, the answer per target, every
+    probe in the order run (pass/fail per SLO), and the probes on the Pareto plot."""
+    rows = []
+    for label, r in results.items():
+        for i, p in enumerate(r.trace, 1):
+            errors = ", ".join(f"{k}:{v}" for k, v in sorted(p.errors.items())) or "-"
+            per_user = "-" if p.tokens_per_s_per_user is None else f"{p.tokens_per_s_per_user:.1f}"
+            latencies = [_ms(p.ttft_p90_ms), _ms(p.itl_p90_ms), _ms(p.e2e_p90_ms)]
+            figures = [errors, f"{p.output_tokens_per_s:,.1f}", per_user, slo_verdict(p.as_dict())]
+            rows.append([label, str(i), f"{p.level:g}", str(p.requests), *latencies, *figures])
+    answers = [
+        [
+            label,
+            f"{r.best.level:g}" if r.best else "none",
+            "yes" if r.hit_limit else "no",
+            f"{r.first_fail.level:g} ({', '.join(r.first_fail.broke)})" if r.first_fail else "-",
+        ]
+        for label, r in results.items()
+    ]
+    points = [
+        Point(label, f"{p.level:g}", p.tokens_per_s_per_user, p.output_tokens_per_s, p.passed)
+        for label, r in results.items()
+        for p in r.trace
+        if p.tokens_per_s_per_user is not None
+    ]
+    sections = [
+        workload_section(summary["workload"], summary["tokens"]),
+        f"<h2>Highest {summary['kind']} meeting the SLO</h2>"
+        + html_table(["target", "highest passing", "at the limit", "first failing (broke)"], answers),
+        "<h2>Search trace</h2>" + html_table(TRACE_HEADER, rows),
+    ]
+    if points:
+        sections.append(html_image("Pareto (each probe)", pareto_png(points, slo.itl_p90_ms)))
+    meta = {"search": summary["kind"], "slo": slo.describe(), "machine": summary["machine"], "workload": summary["workload"]}
+    (out / "report.html").write_text(html_page("Capacity search", meta, sections))
 
 
 def _ms(value: float) -> str:
