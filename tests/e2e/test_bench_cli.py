@@ -71,3 +71,80 @@ def test_capacity_search_on_the_tiny_model(server: RunningServer, tmp_path: Path
     assert strict.returncode == 0, strict.stderr
     none = json.loads((tmp_path / "strict" / "results.json").read_text())["targets"]["target"]
     assert none["best"] is None and none["first_fail"]["level"] == 1 and none["first_fail"]["broke"] == ["ttft_p90"]
+    page = (tmp_path / "loose" / "report.html").read_text()
+    assert "Search trace" in page and "Workload" in page and page.count("data:image/png;base64,") == 1  # Pareto
+
+
+def test_sweep_to_its_bound_with_slo_verdicts_and_a_pareto_plot(server: RunningServer, tmp_path: Path) -> None:
+    r = _bench(
+        "--url", server.v1, "--sweep", "concurrency", "--max-level", "4", "--requests", "8", "--prompt-tokens", "32",
+        "--output-tokens", "8", "--fixed-output", "--reasoning", "off", "--warmup", "1", "--slo-ttft-p90", "60000",
+        "--slo-itl-p90", "10000", "--out", str(tmp_path / "sweep"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    data = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    levels = [x["load"] for x in data["results"]]
+    assert levels == ["c=1", "c=2", "c=4"][: len(levels)] and len(levels) >= 2  # doubling; saturation may end it early
+    assert all(x["slo"]["passed"] and x["summary"]["ok"] >= 32 for x in data["results"])
+    assert (tmp_path / "sweep" / "pareto.png").stat().st_size > 1000 and "SLO" in r.stdout
+
+
+def _server_usage(server: RunningServer, gen_id: str) -> dict[str, int]:
+    import httpx
+
+    d = httpx.get(server.api_v1 + "/generation", params={"id": gen_id}, timeout=10).json()["data"]
+    return {k: d[k] for k in ("tokens_prompt", "tokens_completion", "native_tokens_reasoning", "native_tokens_cached")}
+
+
+def test_shipped_workloads_token_counts_match_the_servers_usage(server: RunningServer, tmp_path: Path) -> None:
+    """Each shipped workload against the tiny model: every request's token counts in results.json
+    are the server's own usage record of that generation, the report's totals add them up, and
+    each workload has the shape it promises (a shared prefix that caches, long prompts, a thinking
+    budget, tool calls then tool results)."""
+    common = ["--url", server.v1, "--concurrency", "3", "--warmup", "0", "--temperature", "0", "--reasoning", "off"]
+    runs = {
+        "multi-turn:turns=3,followup=16": ["--requests", "9", "--prompt-tokens", "300", "--output-tokens", "4"],
+        "long-context:share=0.5,min=2000,max=3000": ["--requests", "6", "--prompt-tokens", "40", "--output-tokens", "4"],
+        "reasoning:share=0.5,budget=8": ["--requests", "6", "--prompt-tokens", "40", "--output-tokens", "4"],
+        "tools:share=1,choice=required": ["--requests", "6", "--prompt-tokens", "40", "--output-tokens", "80"],
+    }
+    for i, (mix, args) in enumerate(runs.items()):
+        out = tmp_path / f"w{i}"
+        r = _bench(*common, *args, "--workload", mix, "--seed", "7", "--out", str(out))
+        assert r.returncode == 0, r.stderr + r.stdout
+        data = json.loads((out / "results.json").read_text())
+        recs = data["records"]["target|c=3"]
+        assert data["meta"]["workload"].startswith(mix.split(":")[0]) and all(x["ok"] for x in recs)
+        totals = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0}
+        for x in recs:
+            usage = _server_usage(server, x["gen_id"])
+            mine = (x["prompt_tokens"], x["completion_tokens"], x["reasoning_tokens"], x["cached_tokens"])
+            assert mine == tuple(usage.values()), (mix, x["tag"])
+            for k, v in zip(
+                totals,
+                (
+                    usage["tokens_prompt"],
+                    usage["tokens_completion"],
+                    usage["native_tokens_cached"],
+                    usage["native_tokens_reasoning"],
+                ),
+                strict=True,
+            ):
+                totals[k] += v
+        stats = data["tokens"]
+        assert {k: stats[k] for k in totals} == totals and stats["requests"] == len(recs)
+        by_tag = stats["by_tag"]
+        if mix.startswith("multi-turn"):
+            assert by_tag["turn 2"]["prompt_tokens"] > by_tag["turn 1"]["prompt_tokens"]
+            assert by_tag["turn 2"]["cached_tokens"] > 0 and by_tag["turn 3"]["cached_share"] > 0.5
+        elif mix.startswith("long"):
+            assert all(x["prompt_tokens"] >= 2000 for x in recs if x["tag"] == "long") and by_tag["short"]["requests"]
+        elif mix.startswith("reasoning"):
+            thinking = [x for x in recs if x["tag"] == "reasoning"]
+            assert thinking and all(x["completion_tokens"] <= 8 + 4 and x["reasoning_tokens"] <= 8 for x in thinking)
+        else:
+            assert by_tag["tool call"]["with_tool_calls"] >= 1 and by_tag["tool result"]["requests"] >= 1
+            assert by_tag["tool result"]["prompt_tokens"] / by_tag["tool result"]["requests"] > (
+                by_tag["tool call"]["prompt_tokens"] / by_tag["tool call"]["requests"]
+            )
+        assert mix.split(":")[0] in (out / "report.html").read_text()
