@@ -151,6 +151,7 @@ class Record:
     gen_id: str | None = None  # the response id: the server's usage record of this generation
     cached_tokens: int | None = None
     tool_calls: int = 0
+    retry_after: float | None = None  # a refusal's Retry-After, in seconds
 
     @property
     def tpot(self) -> float | None:
@@ -209,6 +210,7 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
                 if r.status_code != 200:
                     await r.aread()
                     rec.error = f"http_{r.status_code}"
+                    rec.retry_after = _seconds(r.headers.get("retry-after"))
                     return rec
                 if not workload.stream:
                     data = json.loads(await r.aread())
@@ -254,6 +256,14 @@ async def one_request(client: httpx.AsyncClient, target: Target, load: str, work
     finally:
         rec.e2e = time.perf_counter() - start
     return rec
+
+
+def _seconds(header: str | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form is not used by the servers measured here."""
+    try:
+        return float(header) if header is not None else None
+    except ValueError:
+        return None
 
 
 def _usage(rec: Record, usage: dict[str, Any] | None) -> None:
@@ -324,6 +334,11 @@ def per_user_tokens_per_s(records: list[Record]) -> float | None:
     """The median output rate one user sees after the first token (1 / TPOT)."""
     rates = sorted(1.0 / t for r in records if r.ok and (t := r.tpot))
     return rates[len(rates) // 2] if rates else None
+
+
+def longest_retry_after(records: list[Record]) -> float | None:
+    waits = [r.retry_after for r in records if r.retry_after is not None]
+    return max(waits) if waits else None
 
 
 def records_json(records: list[Record]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from server.bench.load import Record, per_user_tokens_per_s
+from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
@@ -56,6 +56,7 @@ def summarize(records: list[Record], wall: float, slo: SLO) -> dict[str, Any]:
         "requests": len(records),
         "ok": len(ok),
         "errors": dict(Counter(r.error or "?" for r in records if not r.ok)),
+        "retry_after_s_max": longest_retry_after(records),
         "wall_s": wall,
         "requests_per_s": len(ok) / wall,
         "output_tokens_per_s": out_tokens / wall,
@@ -107,6 +108,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     for r in results:
         s = r["summary"]
         errs = ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-"
+        if s["retry_after_s_max"] is not None:
+            errs += f" (Retry-After up to {s['retry_after_s_max']:g} s)"
         rows.append(
             [
                 r["target"],

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from server.bench.load import Record, per_user_tokens_per_s
+from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s
 
 MIN_PROBE_REQUESTS = 32
 
@@ -52,6 +52,7 @@ class Probe:
     output_tokens_per_s: float
     goodput_rps: float  # requests/s that met every per-request SLO
     tokens_per_s_per_user: float | None = None  # p50 of 1 / TPOT
+    retry_after_s: float | None = None  # the longest Retry-After the refusals asked for
     broke: list[str] = field(default_factory=list)  # the SLOs it failed
 
     @property
@@ -108,6 +109,7 @@ def judge(level: float, records: list[Record], elapsed: float, slo: Slo) -> Prob
         output_tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
         goodput_rps=sum(1 for r in records if good(r)) / elapsed if elapsed > 0 else 0.0,
         tokens_per_s_per_user=per_user_tokens_per_s(records),
+        retry_after_s=longest_retry_after(records),
     )
     for name, value, bound in (
         ("ttft_p90", probe.ttft_p90_ms, slo.ttft_p90_ms),

@@ -89,7 +89,7 @@ def run_search(
             _ms(b.ttft_p90_ms) if b else "-",
             _ms(b.itl_p90_ms) if b else "-",
             f"{f.level:g}" if f else "-",
-            ", ".join(f.broke) + (f" {f.errors}" if f.errors else "") if f else "-",
+            _broke(f) if f else "-",
         )
     Console(width=200).print(table)
     for label, r in results.items():
@@ -138,6 +138,8 @@ def _write_html(out: Path, summary: dict[str, Any], results: dict[str, SearchRes
     for label, r in results.items():
         for i, p in enumerate(r.trace, 1):
             errors = ", ".join(f"{k}:{v}" for k, v in sorted(p.errors.items())) or "-"
+            if p.retry_after_s is not None:
+                errors += f" (Retry-After up to {p.retry_after_s:g} s)"
             per_user = "-" if p.tokens_per_s_per_user is None else f"{p.tokens_per_s_per_user:.1f}"
             latencies = [_ms(p.ttft_p90_ms), _ms(p.itl_p90_ms), _ms(p.e2e_p90_ms)]
             figures = [errors, f"{p.output_tokens_per_s:,.1f}", per_user, slo_verdict(p.as_dict())]
@@ -167,6 +169,11 @@ def _write_html(out: Path, summary: dict[str, Any], results: dict[str, SearchRes
         sections.append(html_image("Pareto (each probe)", pareto_png(points, slo.itl_p90_ms)))
     meta = {"search": summary["kind"], "slo": slo.describe(), "machine": summary["machine"], "workload": summary["workload"]}
     (out / "report.html").write_text(html_page("Capacity search", meta, sections))
+
+
+def _broke(probe: Probe) -> str:
+    said = ", ".join(probe.broke) + (f" {probe.errors}" if probe.errors else "")
+    return said + (f" Retry-After <= {probe.retry_after_s:g} s" if probe.retry_after_s is not None else "")
 
 
 def _ms(value: float) -> str:

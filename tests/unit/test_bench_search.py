@@ -98,3 +98,11 @@ def test_judge_figures() -> None:
     assert probe.ttft_p90_ms == pytest.approx(100) and probe.itl_p90_ms == pytest.approx(20)
     assert probe.broke == ["itl_p90"] and probe.goodput_rps == 0 and probe.output_tokens_per_s == pytest.approx(55)
     assert p90([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 9
+
+
+def test_a_probe_keeps_the_longest_retry_after_of_its_refusals() -> None:
+    records = _records(32, 0.05, refused=3)
+    records[0].retry_after, records[1].retry_after = 2.0, 5.0
+    probe = judge(4, records, elapsed=10.0, slo=Slo(ttft_p90_ms=1000))
+    assert probe.retry_after_s == 5.0 and probe.errors == {"rejected_429": 3}
+    assert judge(4, _records(32, 0.05), elapsed=10.0, slo=Slo(ttft_p90_ms=1000)).retry_after_s is None

@@ -219,3 +219,43 @@ def test_sweep_report_has_slo_verdicts_and_a_pareto_plot(tmp_path) -> None:
     assert "broke ttft_p90" in page and page.count("data:image/png;base64,") == 3 and "Workload" in page
     assert paths["pareto.png"].read_bytes()[:4] == b"\x89PNG"
     assert json.loads(paths["json"].read_text())["tokens"]["prompt_tokens"] == 600
+
+
+async def test_one_request_reads_usage_tool_calls_and_a_refusals_retry_after() -> None:
+    import httpx
+
+    from server.bench.load import one_request
+
+    def sse(*chunks: dict) -> bytes:  # type: ignore[type-arg]
+        return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["messages"][0]["content"] == "busy":
+            return httpx.Response(429, headers={"Retry-After": "7"}, json={"error": {"code": 429, "message": "full"}})
+        call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        usage = {
+            "prompt_tokens": 300, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 256},
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        }  # fmt: skip
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=sse(
+                {"id": "gen-1", "choices": [{"index": 0, "delta": {"reasoning": "hm"}}]},
+                {"id": "gen-1", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+                {"id": "gen-1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                {"id": "gen-1", "choices": [], "usage": usage},
+            ),
+        )
+
+    target, w = Target("t", "http://test/v1"), Workload()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ok = await one_request(client, target, "c=1", w, Spec([{"role": "user", "content": "hi"}], 9, tag="tool call"))
+        refused = await one_request(client, target, "c=1", w, Spec([{"role": "user", "content": "busy"}], 9))
+    assert ok.ok and ok.gen_id == "gen-1" and ok.tool_calls == 1 and ok.finish_reason == "tool_calls"
+    assert (ok.prompt_tokens, ok.cached_tokens, ok.completion_tokens, ok.reasoning_tokens) == (300, 256, 9, 3)
+    assert ok.tag == "tool call" and len(ok.itl) == 1
+    assert not refused.ok and refused.error == "http_429" and refused.retry_after == 7.0
+    s = summarize([ok, refused], 1.0, SLO())
+    assert s["retry_after_s_max"] == 7.0 and s["errors"] == {"http_429": 1}
