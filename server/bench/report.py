@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s
+from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s, records_json
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
@@ -190,8 +190,6 @@ def write_report(
     """results.json, the PNG plots and report.html (self-contained: plots inlined) in ``out``.
     With more than one level, the Pareto plot (per-user against total tokens/s; the levels' SLO
     verdicts, from ``results[i]["slo"]``, and an ITL boundary drawn when given)."""
-    from server.bench.load import records_json
-
     out.mkdir(parents=True, exist_ok=True)
     every = [r for rs in records.values() for r in rs]
     data: dict[str, Any] = {
