@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s, records_json
+from server.bench.load import Record, completion_rate, longest_retry_after, per_user_tokens_per_s, records_json
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
@@ -59,6 +59,7 @@ def summarize(records: list[Record], wall: float, slo: SLO) -> dict[str, Any]:
         "retry_after_s_max": longest_retry_after(records),
         "wall_s": wall,
         "requests_per_s": len(ok) / wall,
+        "completion_rate_per_s": completion_rate(ok),
         "output_tokens_per_s": out_tokens / wall,
         "input_tokens_per_s": in_tokens / wall,
         "mean_prompt_tokens": in_tokens / len(ok) if ok else None,

@@ -3,7 +3,8 @@
 A sweep by concurrency doubles from one stream; a sweep by rate first measures one stream (its
 request rate is the synchronous rate r1) and then offers r1, 2·r1, 4·r1 … requests/s. It stops
 after the level where every target is saturated (doubling the load gained less than 10 % output
-tokens/s, or an open loop fell more than 10 % behind its offered rate), or at ``limit``. Each
+tokens/s, or an open loop's completions came more than 10 % slower than its offered rate), or at
+``limit``. Each
 level runs at least ``--requests`` requests and enough for a stable p90 (as the capacity search's
 probes: 4 per stream, or ``probe_seconds`` of arrivals).
 """
@@ -73,6 +74,7 @@ class SweepPlan:
         tokens = summary["output_tokens_per_s"]
         before = self._best.get(target)
         self._best[target] = max(tokens, before or 0.0)
-        if last.rate is not None and summary["requests_per_s"] < RATE_KEPT * last.rate:
+        kept = summary.get("completion_rate_per_s")
+        if last.rate is not None and (kept is None or kept < RATE_KEPT * last.rate):
             return True
         return before is not None and tokens < SATURATION_GAIN * before

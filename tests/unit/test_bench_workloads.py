@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from server.bench import load as load_module
-from server.bench.load import Dist, Load, Record, Spec, Target, Workload, request_body, run_phase
+from server.bench.load import Dist, Load, Record, Spec, Target, Workload, completion_rate, request_body, run_phase
 from server.bench.plots import Point, pareto_front
 from server.bench.report import SLO, summarize, write_report
 from server.bench.sweep import LevelPlan, SweepPlan
@@ -125,7 +125,7 @@ async def test_a_turn_starts_only_after_the_previous_turn_ended(monkeypatch: pyt
 
 
 def _summary(tokens_per_s: float, rps: float = 1.0) -> dict[str, float]:
-    return {"output_tokens_per_s": tokens_per_s, "requests_per_s": rps}
+    return {"output_tokens_per_s": tokens_per_s, "requests_per_s": rps, "completion_rate_per_s": rps}
 
 
 def test_sweep_doubles_until_every_target_saturates() -> None:
@@ -259,3 +259,28 @@ async def test_one_request_reads_usage_tool_calls_and_a_refusals_retry_after() -
     assert not refused.ok and refused.error == "http_429" and refused.retry_after == 7.0
     s = summarize([ok, refused], 1.0, SLO())
     assert s["retry_after_s_max"] == 7.0 and s["errors"] == {"http_429": 1}
+
+
+async def test_an_open_loop_offers_exactly_its_rate_and_completions_show_falling_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[float] = []
+
+    async def fake_request(client, target, name, workload, spec) -> Record:  # type: ignore[no-untyped-def]
+        sent.append(time.perf_counter())
+        await asyncio.sleep(0.01)
+        return Record(target.label, name, True, None, time.time(), 0.005, 0.01)
+
+    monkeypatch.setattr(load_module, "one_request", fake_request)
+    w = _workload("plain", prompt="10")
+    t0 = time.perf_counter()
+    records, wall = await run_phase(Target("t", "http://unused"), Load(rate=40.0, requests=40), w, make_specs(w, 40))
+    # 40 arrivals spread over 40 / 40 s (slack for a busy machine's timers)
+    assert len(records) == 40 and sent[-1] - sent[0] > 0.5 and sent[-1] - t0 <= 1.0 + 0.3 and wall < 2
+    kept = completion_rate(records)
+    assert kept is not None and 25 < kept < 80  # completions keep pace with the 40/s offered
+
+    # A server that serves one request at a time, 50 ms each, completes 20/s however many arrive.
+    behind = [Record("t", "x", True, None, 0.05 * i, 0.01, 0.05) for i in range(40)]
+    assert completion_rate(behind) == pytest.approx(20.0)
+    assert completion_rate(behind[:2]) is None
