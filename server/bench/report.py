@@ -104,13 +104,17 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def errors_text(errors: dict[str, int], retry_after_s: float | None) -> str:
+    """``http_429:3 (Retry-After up to 5 s)``, or ``-`` when nothing failed."""
+    said = ", ".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "-"
+    return said + (f" (Retry-After up to {retry_after_s:g} s)" if retry_after_s is not None else "")
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
         s = r["summary"]
-        errs = ", ".join(f"{k}:{v}" for k, v in sorted(s["errors"].items())) or "-"
-        if s["retry_after_s_max"] is not None:
-            errs += f" (Retry-After up to {s['retry_after_s_max']:g} s)"
+        errs = errors_text(s["errors"], s["retry_after_s_max"])
         rows.append(
             [
                 r["target"],

@@ -12,7 +12,7 @@ from typing import Any
 
 from server.bench.load import Load, Record, Target, Workload, records_json, run_phase
 from server.bench.plots import Point, pareto_png
-from server.bench.report import html_image, html_page, html_table, slo_verdict, workload_section
+from server.bench.report import errors_text, html_image, html_page, html_table, slo_verdict, workload_section
 from server.bench.runner import BenchError, targets_of, warm_up
 from server.bench.search import Probe, SearchResult, Slo, find_max, judge, probe_requests
 from server.bench.usage_stats import token_stats
@@ -137,9 +137,7 @@ def _write_html(out: Path, summary: dict[str, Any], results: dict[str, SearchRes
     rows = []
     for label, r in results.items():
         for i, p in enumerate(r.trace, 1):
-            errors = ", ".join(f"{k}:{v}" for k, v in sorted(p.errors.items())) or "-"
-            if p.retry_after_s is not None:
-                errors += f" (Retry-After up to {p.retry_after_s:g} s)"
+            errors = errors_text(p.errors, p.retry_after_s)
             per_user = "-" if p.tokens_per_s_per_user is None else f"{p.tokens_per_s_per_user:.1f}"
             latencies = [_ms(p.ttft_p90_ms), _ms(p.itl_p90_ms), _ms(p.e2e_p90_ms)]
             figures = [errors, f"{p.output_tokens_per_s:,.1f}", per_user, slo_verdict(p.as_dict())]
@@ -172,8 +170,8 @@ def _write_html(out: Path, summary: dict[str, Any], results: dict[str, SearchRes
 
 
 def _broke(probe: Probe) -> str:
-    said = ", ".join(probe.broke) + (f" {probe.errors}" if probe.errors else "")
-    return said + (f" Retry-After <= {probe.retry_after_s:g} s" if probe.retry_after_s is not None else "")
+    said = ", ".join(probe.broke)
+    return said + (f" ({errors_text(probe.errors, probe.retry_after_s)})" if probe.errors else "")
 
 
 def _ms(value: float) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from server.bench.load import Dist, Record, Target, Workload, request_body
 from server.bench.report import SLO, ratios, summarize, write_report
-from server.bench.runner import BenchError, _levels, targets_of
+from server.bench.runner import BenchError, _levels, _plan, targets_of
 from server.bench.workloads import make_specs
 
 
@@ -106,3 +106,10 @@ def test_bad_invocations() -> None:
     with pytest.raises(BenchError, match="labels must differ"):
         targets_of(["a", "b"], [], ["x", "x"], "m")
     assert [t.label for t in targets_of(["a", "b"], ["k"], [], "m")] == ["A", "B"]
+
+    with pytest.raises(BenchError, match="concurrency or rate"):
+        _plan(None, None, 10, 10, "users", 64, 30)
+    with pytest.raises(BenchError, match="give them with --rate"):
+        _plan("1,2", None, 10, 10, "rate", 64, 30)
+    given = _plan("1,4", None, 10, 10, "concurrency", 64, 30).first()
+    assert given is not None and given.concurrency == 1 and given.requests == 10  # the levels given, as given

@@ -14,7 +14,7 @@ import pytest
 from server.bench import load as load_module
 from server.bench.load import Dist, Load, Record, Spec, Target, Workload, completion_rate, request_body, run_phase
 from server.bench.plots import Point, pareto_front
-from server.bench.report import SLO, summarize, write_report
+from server.bench.report import SLO, errors_text, summarize, write_report
 from server.bench.sweep import LevelPlan, SweepPlan
 from server.bench.usage_stats import token_stats
 from server.bench.workloads import WEATHER, describe, make_specs, parse_mix
@@ -259,6 +259,8 @@ async def test_one_request_reads_usage_tool_calls_and_a_refusals_retry_after() -
     assert not refused.ok and refused.error == "http_429" and refused.retry_after == 7.0
     s = summarize([ok, refused], 1.0, SLO())
     assert s["retry_after_s_max"] == 7.0 and s["errors"] == {"http_429": 1}
+    assert errors_text(s["errors"], s["retry_after_s_max"]) == "http_429:1 (Retry-After up to 7 s)"
+    assert errors_text({}, None) == "-"
 
 
 async def test_an_open_loop_offers_exactly_its_rate_and_completions_show_falling_behind(
