@@ -317,16 +317,25 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
             results[i] = (gen_id, "".join(parts))
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    started.wait(timeout=120)
-    SIGNAL_PATHS[how](server.process)
-    time.sleep(0.5)
-    assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
-    assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503
-    for t in threads:
-        t.join(timeout=120)
-    assert server.process.wait(timeout=120) == 0
+    try:
+        for t in threads:
+            t.start()
+        try:
+            started.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            # Said plainly: pytest once crashed formatting this failure, losing the rest of the suite.
+            pytest.fail(f"{started.n_waiting} of 20 streams opened within 120 s; server log:\n{server.log_tail()}")
+        SIGNAL_PATHS[how](server.process)
+        time.sleep(0.5)
+        assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+        assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503
+        for t in threads:
+            t.join(timeout=120)
+        assert server.process.wait(timeout=120) == 0
+    finally:  # a failure must not leave the server generating 30,000-token streams for the next tests
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
     assert len(results) == 20
     finished = ended = 0
     for _, text in results.values():
