@@ -111,11 +111,10 @@ def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
     spent = sum(cost for _, key_id, cost in records if key_id == _key_id(two, "credit"))
     assert 0 < spent <= 0.00003
 
-    # Every generation recorded once, whichever process ran it; both processes ran some.
+    # Every generation recorded once, whichever process ran it.
     ok = 2 + 3 + 1
     ids = [gen_id for gen_id, _, _ in records]
     assert len(ids) == len(set(ids)) == ok
-    assert _served_by(two) == {"ApiServer_0", "ApiServer_1"}
     for r in credit:
         if r.status_code == 200:  # /api/v1/generation answers from either process
             got = httpx.get(
@@ -132,6 +131,18 @@ def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
             text = c.get(two.server.url + "/metrics").text
         total = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("hermes_generations_total"))
         assert total == ok
+
+    # Both processes serve. The kernel hands a new connection to whichever process accepts first,
+    # so a burst can land on one of them (one CI run: all six on ApiServer_1); new connections
+    # until both have answered, bounded.
+    both = {"ApiServer_0", "ApiServer_1"}
+    for _ in range(40):
+        if _served_by(two) == both:
+            break
+        with httpx.Client(timeout=60) as c:
+            c.post(two.server.v1 + "/chat/completions", json=_body(1), headers=_auth(two.keys["plain"]))
+        time.sleep(0.05)
+    assert _served_by(two) == both
 
 
 def _key_id(two: Two, label: str) -> int:
