@@ -219,10 +219,7 @@ def write_report(
         paths[name] = out / name
 
     sections = [workload_section(str(meta.get("workload", "plain")), data["tokens"])]
-    header, rows = HEADER, table_rows(results)
-    if any("slo" in r for r in results):
-        header = [*HEADER, "SLO"]
-        rows = [[*row, slo_verdict(r["slo"])] for row, r in zip(rows, results, strict=True)]
+    header, rows = results_table(results)
     sections.append("<h2>Results</h2>" + html_table(header, rows))
     if ab:
         keys = list(ab[0]["ratios"])
@@ -231,6 +228,15 @@ def write_report(
     sections += [html_image(n, p) for n, p in pngs.items()]
     paths["html"].write_text(html_page("Load test", meta, sections))
     return paths
+
+
+def results_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the per-level table, for the terminal and the report alike: with an
+    SLO column when the levels were judged (a sweep)."""
+    rows = table_rows(results)
+    if not any("slo" in r for r in results):
+        return HEADER, rows
+    return [*HEADER, "SLO"], [[*row, slo_verdict(r["slo"])] for row, r in zip(rows, results, strict=True)]
 
 
 def slo_verdict(probe: dict[str, Any]) -> str:

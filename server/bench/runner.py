@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
-from server.bench.report import HEADER, SLO, ratios, slo_verdict, summarize, table_rows, write_report
+from server.bench.report import SLO, ratios, results_table, summarize, write_report
 from server.bench.search import Slo, judge
 from server.bench.sweep import LevelPlan, SweepPlan
 from server.bench.workloads import describe, make_specs, parse_mix
@@ -182,10 +182,7 @@ def run_bench(
     itl_bound = sweep_slo.itl_p90_ms if sweep_slo else None
     paths = write_report(out, meta, results, ab, records, itl_p90_ms=itl_bound)
 
-    header, rows = HEADER, table_rows(results)
-    if sweep_slo is not None:
-        header = [*HEADER, "SLO"]
-        rows = [[*row, slo_verdict(r["slo"])] for row, r in zip(rows, results, strict=True)]
+    header, rows = results_table(results)
     table = Table(*header, title="hermes-server bench")
     for row in rows:
         table.add_row(*row)

@@ -25,8 +25,8 @@ def _spread(values: list[int]) -> dict[str, float] | None:
     }
 
 
-def _totals(records: list[Record]) -> dict[str, Any]:
-    counted = [r for r in records if r.prompt_tokens is not None]
+def _totals(counted: list[Record]) -> dict[str, Any]:
+    """Sums over records that reported usage."""
     prompt = sum(r.prompt_tokens or 0 for r in counted)
     cached = sum(r.cached_tokens or 0 for r in counted)
     return {
