@@ -34,6 +34,9 @@ def _levels(concurrency: str | None, rate: str | None, requests: int, duration: 
         raise BenchError(f"bad load levels: {exc}") from exc
     if any((ld.concurrency is not None and ld.concurrency < 1) or (ld.rate is not None and ld.rate <= 0) for ld in levels):
         raise BenchError("load levels must be positive")
+    names = [ld.name for ld in levels]
+    if len(set(names)) < len(names):  # results are keyed by level: a repeat would merge two runs
+        raise BenchError(f"a load level is given twice: {', '.join(names)} (run the bench again to repeat one)")
     return levels
 
 

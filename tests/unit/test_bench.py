@@ -101,6 +101,8 @@ def test_bad_invocations() -> None:
     with pytest.raises(BenchError, match="positive"):
         _levels("0", None, 10, 10)
     assert [ld.name for ld in _levels(None, "0.5,2", 10, 10)] == ["rate=0.5/s", "rate=2/s"]
+    with pytest.raises(BenchError, match="given twice"):
+        _levels("2,4,2", None, 10, 10)
     with pytest.raises(BenchError, match="one --url"):
         targets_of(["a", "b", "c"], [], [], "m")
     with pytest.raises(BenchError, match="labels must differ"):
