@@ -35,14 +35,16 @@ def serve(
     from server.planner import check_before_serve, ray_problem
 
     settings = load_or_exit(config or profile_from_env(), host=host, port=port)
-    problem = check_before_serve(settings) or ray_problem(settings)
-    if settings.engine.nnodes > 1 and not settings.engine.master_addr:
-        problem = "a native multi-node profile needs this node's address in engine.master_addr (HERMES_ENGINE__MASTER_ADDR)"
-    if problem is not None:
-        typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
-        raise typer.Exit(2)
+    supervised = os.environ.get(SUPERVISED) == "1"
+    if not supervised:  # the supervisor checks the profile once, before the server starts
+        problem = check_before_serve(settings) or ray_problem(settings)
+        if settings.engine.nnodes > 1 and not settings.engine.master_addr:
+            problem = "a native multi-node profile needs this node's address in engine.master_addr (HERMES_ENGINE__MASTER_ADDR)"
+        if problem is not None:
+            typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
+            raise typer.Exit(2)
     _use_local_weights(settings)
-    if os.environ.get(SUPERVISED) != "1":  # checks passed: run the server itself in its own process group
+    if not supervised:  # checks passed: run the server itself in its own process group
         flags = {"--config": config, "--host": host, "--port": port}
         argv = [sys.executable, "-m", "server.cli", "serve", *(x for k, v in flags.items() if v is not None for x in (k, str(v)))]
         raise typer.Exit(supervise(argv))
