@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,6 +38,17 @@ class RunningServer:
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
+    @contextlib.contextmanager
+    def explained(self) -> Iterator[None]:
+        """A request that cannot reach the server fails with the server's state and its log,
+        not a bare connection error (which says nothing of why the port closed)."""
+        try:
+            yield
+        except httpx.TransportError as e:
+            code = self.process.poll()
+            state = "still running" if code is None else f"exited with {code}"
+            pytest.fail(f"{e!r}; the server {state}; its log:\n{self.log_tail()}")
+
     def unfinished(self) -> float:
         """The engine's own count of unfinished requests, as exported on /metrics."""
         for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
@@ -55,7 +67,9 @@ def start_server(
     tmp: Path, name: str, config: str = "configs/tiny-cpu.yaml", env: dict[str, str] | None = None, own_group: bool = False
 ) -> RunningServer:
     """``own_group``: the server leads a process group of its own, so a test can signal the whole
-    group as a terminal or a process manager would."""
+    group as a terminal or a process manager would. A group in the test run's session, not a new
+    session: in two CI runs, and never outside CI, servers started in sessions of their own
+    stopped answering (refused connections, a stalled engine) while all others went on."""
     port = free_port()
     log = tmp / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
@@ -65,7 +79,7 @@ def start_server(
         env=full_env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        start_new_session=own_group,
+        process_group=0 if own_group else None,
     )
     server = RunningServer(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + START_TIMEOUT

@@ -167,6 +167,7 @@ def test_drain_covers_every_process(two: Two) -> None:
     async def run() -> tuple[list[str], list[int]]:
         streams = [asyncio.create_task(stream()) for _ in range(3)]
         await asyncio.sleep(1.5)  # all three streaming: 1,000 tokens take well over the 0.5 s below
+        assert not any(s.done() for s in streams), "a stream ended before the signal"
         os.killpg(two.server.process.pid, signal.SIGTERM)
         await asyncio.sleep(0.5)
         during = []
@@ -175,7 +176,8 @@ def test_drain_covers_every_process(two: Two) -> None:
                 during.append((await c.get(two.server.url + "/ready")).status_code)
         return list(await asyncio.gather(*streams)), during
 
-    outcomes, during = asyncio.run(run())
+    with two.server.explained():
+        outcomes, during = asyncio.run(run())
     assert outcomes == ["finished"] * 3
     assert during == [503] * 4
     assert two.server.process.wait(timeout=120) == 0

@@ -325,10 +325,12 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
         except threading.BrokenBarrierError:
             # Said plainly: pytest once crashed formatting this failure, losing the rest of the suite.
             pytest.fail(f"{started.n_waiting} of 20 streams opened within 120 s; server log:\n{server.log_tail()}")
+        assert server.process.poll() is None, f"the server exited before the signal:\n{server.log_tail()}"
         SIGNAL_PATHS[how](server.process)
         time.sleep(0.5)
-        assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
-        assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503
+        with server.explained():
+            assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+            assert httpx.post(server.v1 + "/chat/completions", json=BODY, headers=_auth(key), timeout=10).status_code == 503
         for t in threads:
             t.join(timeout=120)
         assert server.process.wait(timeout=120) == 0

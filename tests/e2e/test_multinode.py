@@ -32,7 +32,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
         env={**os.environ, **common, "HERMES_ENGINE__CPU_OMP_THREADS_BIND": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        process_group=0,  # its own group (killpg below), in the test run's session
     )
     head = start_server(tmp, "node0", env={**common, "HERMES_ENGINE__NODE_RANK": "0", "HERMES_ENGINE__CPU_OMP_THREADS_BIND": "0"})
     yield head
