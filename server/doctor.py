@@ -236,7 +236,7 @@ def checkpoint_bytes(settings: Settings) -> float:
     from server.planner import HERMES_70B, plan
 
     p = plan(settings, config=HERMES_70B)  # weights do not depend on the GPUs' memory
-    return p.weight_bytes_per_gpu * settings.engine.tensor_parallel_size * settings.engine.pipeline_parallel_size
+    return p.hermes_weight_bytes_per_gpu * settings.engine.tensor_parallel_size * settings.engine.pipeline_parallel_size
 
 
 def diagnose(settings: Settings, hub_probe: str | None = None) -> list[Check]:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Serving needs weights, configs, tokenizer and chat template; not the original PyTorch
 # checkpoints, GGUFs or READMEs' images a repo may also hold.
@@ -202,9 +203,11 @@ def _http_problem(repo: str, name: str, status: int) -> str:
     return f"{repo}: {name} not found (404)"
 
 
-def safetensors_size(path: Path) -> int | None:
-    """The size a safetensors file must have, read from its own header (8-byte length + JSON
-    header + the data its offsets cover); None when the header itself is unreadable."""
+def safetensors_header(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """(header length, header) of a safetensors file: its first 8 bytes give the length of the
+    JSON header that follows, which names each tensor's dtype, shape and data offsets. Read by
+    hand: it must work on a truncated download too, which the safetensors package refuses to
+    open. None when unreadable."""
     try:
         with path.open("rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
@@ -213,6 +216,16 @@ def safetensors_size(path: Path) -> int | None:
             header = json.loads(f.read(n))
     except (OSError, ValueError, struct.error):
         return None
+    return (int(n), header) if isinstance(header, dict) else None
+
+
+def safetensors_size(path: Path) -> int | None:
+    """The size a safetensors file must have, read from its own header (8-byte length + JSON
+    header + the data its offsets cover); None when the header itself is unreadable."""
+    read = safetensors_header(path)
+    if read is None:
+        return None
+    n, header = read
     end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     return int(8 + n + end)
 
@@ -248,38 +261,48 @@ def verify(path: Path) -> list[str]:
     return problems
 
 
-def locate(model_path: str, revision: str | None = None) -> tuple[Path | None, str | None]:
-    """(local folder, None) when the weights a profile names are on disk and complete, else
-    (None, what to do). ``model_path`` is a local folder or a repo id in the Hugging Face cache."""
+def find_local(model_path: str, revision: str | None = None) -> tuple[Path, str] | None:
+    """Where a checkpoint named by a folder or a repo id is on this machine, complete or not:
+    (folder, "folder" | "ours" (our models directory) | "cache" (the Hugging Face cache)), or None."""
     p = Path(model_path)
     if p.is_dir():
-        problems = verify(p)
-        return (p, None) if not problems else (None, f"{p}: " + "; ".join(problems))
+        return p, "folder"
     ours = repo_dir(model_path)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model_path) and (ours / "config.json").is_file():
-        problems = verify(ours)
-        if not problems:
-            return ours, None
-        return (
-            None,
-            f"the download of {model_path} in {ours} is incomplete ({'; '.join(problems)}): run `hermes-server download --repo {model_path}` again",
-        )
+        return ours, "ours"
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
+    try:
+        snap = snapshot_download(model_path, revision=revision, allow_patterns=SERVING_PATTERNS, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+    return Path(snap), "cache"
+
+
+def locate(model_path: str, revision: str | None = None) -> tuple[Path | None, str | None]:
+    """(local folder, None) when the weights a profile names are on disk and complete, else
+    (None, what to do). ``model_path`` is a local folder or a repo id in the Hugging Face cache."""
     how = (
         f"download it with `hermes-server download --repo {model_path}"
         + (f" --revision {revision}" if revision else "")
         + "`, or point model.path at a local checkpoint folder"
     )
-    try:
-        snap = Path(snapshot_download(model_path, revision=revision, allow_patterns=SERVING_PATTERNS, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError, OSError):
+    found = find_local(model_path, revision)
+    if found is None:
         return None, (
             f"weights for {model_path!r} are not on this machine (not a folder, not in {default_models_dir()}, "
             f"not in the Hugging Face cache): {how}"
         )
-    problems = verify(snap)
-    if problems:
-        return None, f"the cached copy of {model_path} is incomplete ({'; '.join(problems)}): {how}"
-    return snap, None
+    folder, where = found
+    problems = verify(folder)
+    if not problems:
+        return folder, None
+    if where == "folder":
+        return None, f"{folder}: " + "; ".join(problems)
+    if where == "ours":
+        return (
+            None,
+            f"the download of {model_path} in {folder} is incomplete ({'; '.join(problems)}): run `hermes-server download --repo {model_path}` again",
+        )
+    return None, f"the cached copy of {model_path} is incomplete ({'; '.join(problems)}): {how}"

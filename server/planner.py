@@ -6,7 +6,8 @@ profile, before any engine starts. Pure arithmetic (the figures are computed, no
 - KV cache per token = 2 (K, V) x layers x KV heads x head_dim x KV bytes, split across the
   ranks (KV heads by TP, layers by PP; a KV head is replicated when TP exceeds their number);
 - KV capacity = (GPU memory x gpu_memory_utilization - weights - overhead) / KV per token per GPU,
-  or ``engine.kv_cache_memory_bytes`` when the profile fixes it (the CPU build).
+  or ``engine.kv_cache_memory_bytes`` when the profile fixes it (the CPU build);
+- a speculative draft model adds its weights and its layers' KV cache (server/speculative.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
+from server.speculative import draft_cost
 
 if TYPE_CHECKING:
     from server.capacity import Replica
@@ -60,6 +62,14 @@ class Plan:
     fits: bool
     verdict: str
     layers: int = 80
+    draft: str = ""  # the speculative draft's share, when the profile names a draft model
+    draft_weight_bytes_per_gpu: float = 0.0  # included in weight_bytes_per_gpu
+
+    @property
+    def hermes_weight_bytes_per_gpu(self) -> float:
+        """Hermes's own weights per GPU, without a draft's: what each decode step reads and
+        what the checkpoint holds."""
+        return self.weight_bytes_per_gpu - self.draft_weight_bytes_per_gpu
 
 
 def model_config(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -101,6 +111,10 @@ def plan(
     layers = c["num_hidden_layers"]
     kv_per_token = 2 * layers * kv_heads * hd * kv_b
     kv_per_token_gpu = 2 * math.ceil(layers / e.pipeline_parallel_size) * max(1, kv_heads // e.tensor_parallel_size) * hd * kv_b
+    draft = draft_cost(e.speculative_config, e.tensor_parallel_size, _BYTES.get(e.dtype, 2), kv_b)
+    weight_per_gpu += draft.weight_bytes_per_gpu
+    kv_per_token += draft.kv_bytes_per_token
+    kv_per_token_gpu += draft.kv_bytes_per_token_per_gpu
     if e.kv_cache_memory_bytes is not None:
         budget = float(e.kv_cache_memory_bytes)
     elif gpu_mem_gib is not None:
@@ -152,6 +166,8 @@ def plan(
         fits=fits,
         verdict=verdict,
         layers=layers,
+        draft=draft.summary,
+        draft_weight_bytes_per_gpu=draft.weight_bytes_per_gpu,
     )
 
 
@@ -160,6 +176,7 @@ def report(p: Plan, source: str) -> list[str]:
         f"model config:            {source}",
         f"parameters:              {p.params / 1e9:.2f} B",
         f"GPUs:                    {p.gpus}" + (f" x {p.gpu_mem_gib:g} GiB" if p.gpu_mem_gib else ""),
+        *([f"speculative draft:       {p.draft}"] if p.draft else []),
         f"weights per GPU:         {p.weight_bytes_per_gpu / GIB:.2f} GiB",
         f"KV cache per token:      {p.kv_bytes_per_token:,} B ({p.kv_bytes_per_token_per_gpu:,.0f} B per GPU)",
         f"KV budget per GPU:       {p.kv_budget_bytes_per_gpu / GIB:.2f} GiB (after {OVERHEAD_GIB:g} GiB assumed overhead on GPUs)",
@@ -273,7 +290,7 @@ def decode_replica(settings: Settings, p: Plan, context: int) -> tuple[Replica |
     if gpu is None:
         return None, admitted
     tp, pp = e.tensor_parallel_size, e.pipeline_parallel_size
-    return capacity.Replica(gpu, p.weight_bytes_per_gpu, p.kv_bytes_per_token_per_gpu, p.layers, tp, pp), admitted
+    return capacity.Replica(gpu, p.hermes_weight_bytes_per_gpu, p.kv_bytes_per_token_per_gpu, p.layers, tp, pp), admitted
 
 
 def ray_problem(settings: Settings) -> str | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from server.planner import GIB, HERMES_70B, count_params, plan
+from server.planner import GIB, HERMES_70B, count_params, plan, report
 from server.settings import load_settings
 from tests.conftest import ROOT
 
@@ -179,3 +182,40 @@ def test_capacity_sheet_is_current() -> None:
     text = (ROOT / "benchmarks" / "CAPACITY.md").read_text()
     assert "computed and modelled, not measured here" in text and "| `h100x2-fp8` |" in text
     assert "~55 tok/s | ~1,742 tok/s at 59 |" in text  # the decode model, 8k-token sequences
+
+
+def _draft_checkpoint(folder: Path) -> Path:
+    """A two-layer draft: 100x64 FP32 (served as BF16: 2 bytes each) and 64 FP16 parameters."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    config = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"a": np.zeros((100, 64), np.float32), "b": np.zeros(64, np.float16)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_draft_model_adds_its_weights_and_kv_cache(tmp_path: Path) -> None:
+    draft = str(_draft_checkpoint(tmp_path / "draft"))
+    base = _plan(tensor_parallel_size=2)
+    spec = _plan(
+        tensor_parallel_size=2, speculative_config={"method": "draft_model", "model": draft, "num_speculative_tokens": 4}
+    )
+    weights = (100 * 64 + 64) * 2
+    assert spec.weight_bytes_per_gpu - base.weight_bytes_per_gpu == weights / 2  # split over TP 2
+    assert spec.hermes_weight_bytes_per_gpu == base.weight_bytes_per_gpu  # what decode reads, what the checkpoint holds
+    assert spec.kv_bytes_per_token - base.kv_bytes_per_token == 2 * 2 * 2 * 16 * 2  # K and V, 2 layers, 2 KV heads, BF16
+    assert spec.kv_bytes_per_token_per_gpu - base.kv_bytes_per_token_per_gpu == 2 * 2 * 1 * 16 * 2
+    assert spec.kv_capacity_tokens < base.kv_capacity_tokens
+    assert any("speculative draft" in line and "counted below" in line for line in report(spec, "x"))
+    whole = _plan(tensor_parallel_size=2, speculative_config={"model": draft, "draft_tensor_parallel_size": 1})
+    assert whole.weight_bytes_per_gpu - base.weight_bytes_per_gpu == weights  # one GPU holds it all: every rank has a copy
+
+
+def test_a_draft_not_on_disk_or_prompt_lookup(tmp_path: Path) -> None:
+    base = _plan(tensor_parallel_size=2)
+    missing = _plan(tensor_parallel_size=2, speculative_config={"method": "eagle3", "model": str(tmp_path / "nowhere")})
+    assert missing.weight_bytes_per_gpu == base.weight_bytes_per_gpu and "NOT counted" in missing.draft
+    lookup = _plan(tensor_parallel_size=2, speculative_config={"method": "ngram", "num_speculative_tokens": 3})
+    assert lookup.weight_bytes_per_gpu == base.weight_bytes_per_gpu and lookup.draft == ""
+    assert not any("speculative draft" in line for line in report(lookup, "x"))

@@ -1,0 +1,85 @@
+"""What a speculative-decoding draft costs the GPUs it shares with Hermes: its weights, and the KV
+cache of its own layers, which vLLM keeps in the same block pool as the target model's (every
+token takes a slot in the draft's layers too). Computed from the draft checkpoint on disk, like
+the planner's other figures; a draft that is not on disk is reported as not counted."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.download import find_local, safetensors_header
+
+# Bytes per element of the safetensors dtypes a checkpoint may store.
+_STORED_BYTES = {
+    "F64": 8,
+    "I64": 8,
+    "F32": 4,
+    "I32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "I16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+}
+
+
+@dataclass(frozen=True)
+class DraftCost:
+    weight_bytes_per_gpu: float = 0.0
+    kv_bytes_per_token: int = 0  # the draft's layers, all ranks
+    kv_bytes_per_token_per_gpu: int = 0
+    summary: str = ""  # one line for the plan report; empty without a draft model
+
+
+def _served_weight_bytes(folder: Path, served_bytes: int) -> tuple[float, str]:
+    """Bytes of the draft's weights once loaded: from the safetensors headers, each tensor at its
+    stored width or the engine's dtype if narrower (an FP32 checkpoint is served in BF16, an FP8
+    one stays FP8); without safetensors, the weight files' sizes as stored."""
+    total = 0.0
+    shards = sorted(folder.glob("*.safetensors"))
+    for shard in shards:
+        read = safetensors_header(shard)
+        if read is None:
+            continue
+        for name, tensor in read[1].items():
+            if name != "__metadata__":
+                width = min(_STORED_BYTES.get(tensor["dtype"], 2), served_bytes)
+                total += math.prod(tensor["shape"]) * width
+    if shards:
+        return total, "from its safetensors headers"
+    stored = sum(f.stat().st_size for pattern in ("*.bin", "*.pt", "*.pth") for f in folder.glob(pattern))
+    return float(stored), "its weight files' size as stored"
+
+
+def draft_cost(spec: dict[str, Any] | None, tensor_parallel: int, served_bytes: int, kv_bytes: int) -> DraftCost:
+    """The draft named by ``engine.speculative_config`` (``model``), split as vLLM splits it:
+    across ``draft_tensor_parallel_size`` GPUs if given, else the target's TP. Prompt lookup
+    (n-gram) has no draft weights: zero."""
+    model = (spec or {}).get("model")
+    if not model:
+        return DraftCost()
+    found = find_local(str(model), (spec or {}).get("revision"))
+    if found is None:
+        return DraftCost(summary=f"{model} is not on disk: its weights and KV cache are NOT counted below")
+    folder = found[0]
+    config_path = folder / "config.json"
+    c: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    tp = int((spec or {}).get("draft_tensor_parallel_size") or tensor_parallel)
+    weights, how = _served_weight_bytes(folder, served_bytes)
+    layers = int(c.get("num_hidden_layers", 0))
+    heads = int(c.get("num_attention_heads", 1))
+    kv_heads = int(c.get("num_key_value_heads", heads))
+    head_dim = int(c.get("head_dim") or c.get("hidden_size", 0) // heads)
+    kv_per_token = 2 * layers * kv_heads * head_dim * kv_bytes
+    kv_per_gpu = 2 * layers * max(1, kv_heads // tp) * head_dim * kv_bytes
+    summary = (
+        f"{model}: {weights / 1024**3:.2f} GiB of weights ({how}) over TP {tp}, "
+        f"{kv_per_token:,} B of KV cache per token ({layers} layers); both counted below"
+    )
+    return DraftCost(weights / tp, kv_per_token, kv_per_gpu, summary)
