@@ -48,32 +48,42 @@ def _served_weight_bytes(folder: Path, served_bytes: int) -> tuple[float, str]:
         if read is None:
             continue
         for name, tensor in read[1].items():
-            if name != "__metadata__":
-                width = min(_STORED_BYTES.get(tensor["dtype"], 2), served_bytes)
-                total += math.prod(tensor["shape"]) * width
+            if name != "__metadata__" and isinstance(tensor, dict):
+                width = min(_STORED_BYTES.get(tensor.get("dtype", ""), 2), served_bytes)
+                total += math.prod(tensor.get("shape", ())) * width
     if shards:
         return total, "from its safetensors headers"
     stored = sum(f.stat().st_size for pattern in ("*.bin", "*.pt", "*.pth") for f in folder.glob(pattern))
     return float(stored), "its weight files' size as stored"
 
 
+def _config(path: Path) -> dict[str, Any]:
+    """The draft's config.json, or {} when missing or unreadable (vLLM will say why at start-up;
+    the plan then counts its weights but no KV cache)."""
+    try:
+        c = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return c if isinstance(c, dict) else {}
+
+
 def draft_cost(spec: dict[str, Any] | None, tensor_parallel: int, served_bytes: int, kv_bytes: int) -> DraftCost:
     """The draft named by ``engine.speculative_config`` (``model``), split as vLLM splits it:
     across ``draft_tensor_parallel_size`` GPUs if given, else the target's TP. Prompt lookup
     (n-gram) has no draft weights: zero."""
-    model = (spec or {}).get("model")
+    spec = spec or {}
+    model = spec.get("model")
     if not model:
         return DraftCost()
-    found = find_local(str(model), (spec or {}).get("revision"))
+    found = find_local(str(model), spec.get("revision"))
     if found is None:
         return DraftCost(summary=f"{model} is not on disk: its weights and KV cache are NOT counted below")
     folder = found[0]
-    config_path = folder / "config.json"
-    c: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    tp = int((spec or {}).get("draft_tensor_parallel_size") or tensor_parallel)
+    c = _config(folder / "config.json")
+    tp = int(spec.get("draft_tensor_parallel_size") or tensor_parallel)
     weights, how = _served_weight_bytes(folder, served_bytes)
     layers = int(c.get("num_hidden_layers", 0))
-    heads = int(c.get("num_attention_heads", 1))
+    heads = int(c.get("num_attention_heads") or 1)
     kv_heads = int(c.get("num_key_value_heads", heads))
     head_dim = int(c.get("head_dim") or c.get("hidden_size", 0) // heads)
     kv_per_token = 2 * layers * kv_heads * head_dim * kv_bytes
