@@ -68,7 +68,7 @@ def start_server(
 ) -> RunningServer:
     """``own_group``: the server leads a process group of its own, so a test can signal the whole
     group as a terminal or a process manager would. A group in the test run's session, not a new
-    session: in two CI runs, and never outside CI, servers started in sessions of their own
+    session: in three CI runs, and never outside CI, servers started in sessions of their own
     stopped answering (refused connections, a stalled engine) while all others went on."""
     port = free_port()
     log = tmp / f"{name}.log"
