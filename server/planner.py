@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
-from server.speculative import draft_cost
 
 if TYPE_CHECKING:
     from server.capacity import Replica
@@ -89,6 +88,17 @@ def count_params(c: dict[str, Any]) -> tuple[int, int]:
     return per_layer * layers, embed
 
 
+def kv_bytes_per_token(c: dict[str, Any], kv_bytes: int, tp: int, pp: int = 1) -> tuple[int, int]:
+    """KV cache bytes per token of a model shaped as ``c``: (all ranks, per GPU). K and V for
+    every layer and KV head; per GPU the KV heads split by TP (a KV head is replicated when TP
+    exceeds their number) and the layers by PP."""
+    heads = c["num_attention_heads"]
+    kv_heads = c.get("num_key_value_heads", heads)
+    hd = c.get("head_dim") or c["hidden_size"] // heads
+    layers = c["num_hidden_layers"]
+    return 2 * layers * kv_heads * hd * kv_bytes, 2 * math.ceil(layers / pp) * max(1, kv_heads // tp) * hd * kv_bytes
+
+
 def plan(
     settings: Settings, gpus: int | None = None, gpu_mem_gib: float | None = None, config: dict[str, Any] | None = None
 ) -> Plan:
@@ -105,12 +115,10 @@ def plan(
     weight_per_gpu = weights / ranks
     kv_dtype = e.kv_cache_dtype if e.kv_cache_dtype != "auto" else e.dtype
     kv_b = _BYTES.get("fp8" if kv_dtype.startswith("fp8") else kv_dtype, 2)
-    heads = c["num_attention_heads"]
-    kv_heads = c.get("num_key_value_heads", heads)
-    hd = c.get("head_dim") or c["hidden_size"] // heads
     layers = c["num_hidden_layers"]
-    kv_per_token = 2 * layers * kv_heads * hd * kv_b
-    kv_per_token_gpu = 2 * math.ceil(layers / e.pipeline_parallel_size) * max(1, kv_heads // e.tensor_parallel_size) * hd * kv_b
+    kv_per_token, kv_per_token_gpu = kv_bytes_per_token(c, kv_b, e.tensor_parallel_size, e.pipeline_parallel_size)
+    from server.speculative import draft_cost  # here: speculative uses kv_bytes_per_token above
+
     draft = draft_cost(e.speculative_config, e.tensor_parallel_size, _BYTES.get(e.dtype, 2), kv_b)
     weight_per_gpu += draft.weight_bytes_per_gpu
     kv_per_token += draft.kv_bytes_per_token

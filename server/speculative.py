@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.download import find_local, safetensors_header
+from server.planner import kv_bytes_per_token
 
 # Bytes per element of the safetensors dtypes a checkpoint may store.
 _STORED_BYTES = {
@@ -83,11 +84,10 @@ def draft_cost(spec: dict[str, Any] | None, tensor_parallel: int, served_bytes: 
     tp = int(spec.get("draft_tensor_parallel_size") or tensor_parallel)
     weights, how = _served_weight_bytes(folder, served_bytes)
     layers = int(c.get("num_hidden_layers", 0))
-    heads = int(c.get("num_attention_heads") or 1)
-    kv_heads = int(c.get("num_key_value_heads", heads))
-    head_dim = int(c.get("head_dim") or c.get("hidden_size", 0) // heads)
-    kv_per_token = 2 * layers * kv_heads * head_dim * kv_bytes
-    kv_per_gpu = 2 * layers * max(1, kv_heads // tp) * head_dim * kv_bytes
+    try:  # the planner's own formula, applied to the draft's shape
+        kv_per_token, kv_per_gpu = kv_bytes_per_token(c, kv_bytes, tp)
+    except (KeyError, TypeError, ZeroDivisionError):  # no shape in its config: no KV counted
+        kv_per_token, kv_per_gpu = 0, 0
     summary = (
         f"{model}: {weights / 1024**3:.2f} GiB of weights ({how}) over TP {tp}, "
         f"{kv_per_token:,} B of KV cache per token ({layers} layers); both counted below"
