@@ -130,8 +130,8 @@ def run_api_process(listen_address: str, sock: socket.socket, args: ApiProcessAr
     from vllm.utils.system_utils import set_process_title
 
     from server.app import create_app
+    from server.drain import serve_app
     from server.engine.vllm_engine import VLLMEngine
-    from server.gateway.drain import serve_app
     from server.logs import setup_logging
 
     set_process_title("APIServer", str(engine_core.get("client_index", 0)))  # `ps` tells them apart

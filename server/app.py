@@ -10,66 +10,26 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from server.engine.base import EngineClient
-from server.errors import APIError, install_error_handlers, send_error
+from server.errors import ErrorShapes, install_error_handlers
 from server.gateway.admission import SharedSlots
 from server.gateway.db import Database
-from server.gateway.middleware import GatewayMiddleware
 from server.hermes.prompt import PromptRenderer
 from server.jsonio import JSONResponse
+from server.middleware import BodySizeLimit, GatewayMiddleware
 from server.routes import account, chat, completions, health, messages, models, responses
+from server.routes.adapter import Adapter, route_labels
 from server.settings import Settings
 from server.state import AppState, install_state
 
 log = logging.getLogger("hermes.app")
 
-# The API adapters: each adds its routes, and its POST paths are the ones the gateway admits.
-ADAPTERS = (chat, completions, responses, messages)
-
-
-class BodySizeLimit:
-    """Pure ASGI (no BaseHTTPMiddleware, which would break client-disconnect detection in
-    streaming responses): refuse bodies over the limit with 413 before reading them whole."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, self._error(), scope["path"])
-            return
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await send_error(send, self._error(), scope["path"])
-
-    def _error(self) -> APIError:
-        return APIError(413, f"Request body larger than {self.max_bytes} bytes")
-
-
-class _TooLarge(Exception):
-    pass
+# The API surfaces: each module declares itself once (routes/adapter.py); all else derives from it.
+ADAPTERS: tuple[Adapter, ...] = (chat.ADAPTER, completions.ADAPTER, responses.ADAPTER, messages.ADAPTER)
 
 
 def create_app(
@@ -81,6 +41,8 @@ def create_app(
 ) -> FastAPI:
     database = db if db is not None else Database(settings.database_url)
     state = AppState(settings, database, engine=engine, renderer=renderer, shared_slots=shared_slots)
+    state.api_types = {a.name: a.api_type for a in ADAPTERS}
+    errors = ErrorShapes((prefix, a.error_shape) for a in ADAPTERS if a.error_shape is not None for prefix in a.error_prefixes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,7 +80,7 @@ def create_app(
 
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)
-    install_error_handlers(app)
+    install_error_handlers(app, errors)
     for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router):
         app.include_router(r)
 
@@ -127,7 +89,9 @@ def create_app(
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     # Outermost first: the body limit, then keys, limits and admission.
-    generation_paths = frozenset(p for a in ADAPTERS for p in a.PATHS)
-    app.add_middleware(GatewayMiddleware, state=state, generation_paths=generation_paths)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    generation_paths = frozenset(p for a in ADAPTERS for p in a.paths)
+    app.add_middleware(
+        GatewayMiddleware, state=state, errors=errors, generation_paths=generation_paths, labels=route_labels(ADAPTERS)
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, errors=errors)
     return app

@@ -30,7 +30,7 @@ def serve(
 ) -> None:
     """Start the engine and serve the OpenRouter-compatible API."""
     from server.app import create_app
-    from server.gateway.drain import serve_app
+    from server.drain import serve_app
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
 

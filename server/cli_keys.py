@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from server.cli_common import ConfigOpt, database
+from server.gateway.key_limits import KeyLimits
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
 
@@ -20,7 +21,8 @@ def keys_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create a key. It is shown once, as the last line; only its hash is stored."""
-    row, key = database(config).create_key(label, credit_limit, rpm, tpm)
+    limits = KeyLimits(credit_limit=credit_limit, rpm=rpm, tpm=tpm)
+    row, key = database(config).create_key(label, limits)
     typer.echo(f"created key {row.id} ({label}); store it now, it cannot be shown again:")
     typer.echo(key)
 
@@ -32,17 +34,17 @@ def keys_list(config: ConfigOpt = None) -> None:
     from rich.table import Table
 
     db = database(config)
-    table = Table("id", "label", "key", "created", "revoked", "credit limit", "rpm", "tpm", "spent USD")
+    limit_names = list(KeyLimits().columns())
+    table = Table("id", "label", "key", "created", "revoked", *limit_names, "spent USD")
     for k in db.list_keys():
+        limits = KeyLimits.of(k).columns()
         table.add_row(
             str(k.id),
             k.label,
             k.hint + "…",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
-            "" if k.credit_limit is None else f"{k.credit_limit:g}",
-            "" if k.rpm is None else str(k.rpm),
-            "" if k.tpm is None else str(k.tpm),
+            *("" if limits[n] is None else f"{limits[n]:g}" for n in limit_names),
             f"{db.spend(k.id):.6f}",
         )
     Console(width=160).print(table)

@@ -2,14 +2,14 @@
 
 Every failure leaves the server as an :class:`APIError`, written either by the exception handlers
 that :func:`install_error_handlers` puts on the app or, on the pure-ASGI paths (body limit,
-gateway), by :func:`send_error`; a client never sees an HTML page or a stack trace. The body is
-OpenRouter's shape, ``{"error": {"code": <status>, "message": str, "metadata": {...}}}``.
+gateway), by :meth:`ErrorShapes.send`; a client never sees an HTML page or a stack trace. The
+body is the path's API's shape (:class:`ErrorShapes`), by default OpenRouter's, ``{"error": {"code": <status>, "message": str, "metadata": {...}}}``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -58,33 +58,33 @@ def error_body(status: int, message: str, metadata: dict[str, Any] | None = None
     return {"error": err}
 
 
-# Routes whose API has its own error body (OpenAI's Responses on /v1, Anthropic's Messages):
-# (path prefix, body builder), registered by their adapters. Everything else: OpenRouter's shape.
 ErrorShape = Callable[[APIError], dict[str, Any]]
-_SHAPES: dict[str, ErrorShape] = {}
 
 
-def register_error_shape(prefix: str, shape: ErrorShape) -> None:
-    _SHAPES[prefix] = shape
+class ErrorShapes:
+    """Which error body each path gets: an API with its own shape (OpenAI's Responses on /v1,
+    Anthropic's Messages) declares it for its path prefixes (``routes/adapter.py``); everything
+    else gets OpenRouter's. One instance per app, used by the exception handlers and by the
+    pure-ASGI refusals (body limit, gateway) alike."""
 
+    def __init__(self, shapes: Iterable[tuple[str, ErrorShape]] = ()) -> None:
+        self._shapes = list(shapes)
 
-def body_for(path: str, exc: APIError) -> dict[str, Any]:
-    for prefix, shape in _SHAPES.items():
-        if path.startswith(prefix):
-            return shape(exc)
-    return exc.body()
+    def body(self, path: str, exc: APIError) -> dict[str, Any]:
+        for prefix, shape in self._shapes:
+            if path.startswith(prefix):
+                return shape(exc)
+        return exc.body()
 
+    def response(self, exc: APIError, path: str) -> JSONResponse:
+        return JSONResponse(self.body(path, exc), status_code=exc.status, headers=exc.headers or None)
 
-def error_response(exc: APIError, path: str = "") -> JSONResponse:
-    return JSONResponse(body_for(path, exc), status_code=exc.status, headers=exc.headers or None)
-
-
-async def send_error(send: Any, exc: APIError, path: str = "") -> None:
-    """The same response as :func:`error_response`, written on a raw ASGI ``send``."""
-    body = dumps(body_for(path, exc))
-    headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    async def send(self, send: Any, exc: APIError, path: str) -> None:
+        """The same response as :meth:`response`, written on a raw ASGI ``send``."""
+        body = dumps(self.body(path, exc))
+        headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in exc.headers.items())]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def bad_request(message: str, **metadata: Any) -> APIError:
@@ -101,7 +101,10 @@ def describe_validation_error(exc: ValidationError | RequestValidationError) -> 
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, shapes: ErrorShapes) -> None:
+    def error_response(exc: APIError, path: str) -> JSONResponse:
+        return shapes.response(exc, path)
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return error_response(exc, request.url.path)

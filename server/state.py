@@ -21,6 +21,7 @@ from server.gateway.usage import UsageLog
 from server.hermes.prompt import PromptRenderer
 from server.serving.core import ServingCore
 from server.serving.plan import GenerationPlan
+from server.serving.planning import PlanDefaults
 from server.serving.record import Stoppable, UsageRecord
 from server.settings import Settings
 
@@ -43,6 +44,7 @@ class AppState:
     engine_error: str | None = None
     shared_slots: SharedSlots | None = None  # several API processes: the engine's slot counts, shared
     on_engine_failure: Callable[[], None] | None = None
+    api_types: dict[str, str] = field(default_factory=dict)  # adapter name → OpenRouter's api_type (set by the app)
     keys: KeyStore = field(init=False)
     limits: Limits = field(init=False)
     admission: Admission = field(init=False)
@@ -57,7 +59,7 @@ class AppState:
         self.keys = KeyStore(self.db)
         self.limits = Limits(self.db)
         self.admission = Admission(slots, queue, g.max_queue_wait_seconds, slots=self.shared_slots)
-        self.usage = UsageLog(self.metrics, self.db)
+        self.usage = UsageLog(self.metrics, self.db, self.limits.settle)
         self.fingerprint = fingerprint(self.settings)
         self.metrics.bind_gateway(lambda: self.admission.in_flight, lambda: self.admission.waiting)
 
@@ -86,6 +88,7 @@ class AppState:
                 keepalive_seconds=s.stream_keepalive_seconds,
                 timeout_seconds=s.gateway.request_timeout_seconds,
                 observer=self,
+                defaults=PlanDefaults(s.sampling, s.reasoning.default_enabled, s.reasoning.keep_cots),
             )
         return self._core
 
@@ -102,9 +105,10 @@ class AppState:
             raise bad_request(f"{model} is not a valid model ID")
         return self.settings.model.served_name
 
-    async def hold_credit(self, plan: GenerationPlan) -> None:
+    # ---- the serving core's observer: credit, drain bookkeeping, usage, limits, figures -----------
+    async def reserve(self, plan: GenerationPlan) -> None:
         """Hold the plan's largest possible cost against its key's credit limit (402 if it does
-        not fit); the usage record settles it."""
+        not fit) as its generation opens; the usage record settles it."""
         info = plan.info
         if info.key_id is not None and info.credit_limit is not None:
             p, g = self.settings.pricing, self.settings.gateway
@@ -118,7 +122,6 @@ class AppState:
                 timeout_s=g.request_timeout_seconds,
             )
 
-    # ---- the serving core's observer: drain bookkeeping, usage, limits, figures ------------------
     def started(self, run: Stoppable) -> None:
         self.admission.started(run)
 

@@ -17,8 +17,7 @@ import datetime as dt
 import hashlib
 import secrets
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,9 +43,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from server.gateway.key_limits import KeyLimits
 from server.timeutil import utcnow
 
 KEY_PREFIX = "sk-hermes-"
+
+# Counts a batch of keyed usage records in the transaction that writes them.
+Settle = Callable[[Session, list[dict[str, Any]]], None]
 
 
 def hash_key(key: str) -> str:
@@ -65,6 +68,7 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(32))  # first characters, to tell keys apart in lists
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # The key's limits, one column per KeyLimits field (key_limits.py), NULL: none.
     credit_limit: Mapped[float | None] = mapped_column(Float, nullable=True)  # USD
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
@@ -96,13 +100,16 @@ class CreditHold(Base):
     expires_at: Mapped[float] = mapped_column(Float)  # unix time
 
 
-class UsageRecord(Base):
+class GenerationRow(Base):
+    """A stored usage record (``serving/record.py`` ``GenerationRow``), one per started generation."""
+
     __tablename__ = "generations"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     model: Mapped[str] = mapped_column(String(200))
     route: Mapped[str] = mapped_column(String(64))
+    api: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the adapter's name (NULL: before the column)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -161,6 +168,20 @@ def _add_new_columns(engine: Engine) -> None:
                 kind = column.type.compile(dialect=engine.dialect)
                 with engine.begin() as conn:
                     conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    for statement in _BACKFILL.get((table.name, column.name), ()):
+                        conn.execute(text(statement))
+
+
+# Values for the rows a new column finds, where they can be told from the row. A generation's API
+# was its route until the API was recorded; these are the four routes of that time.
+_BACKFILL = {
+    ("generations", "api"): (
+        "UPDATE generations SET api = 'responses' WHERE route LIKE '%/responses'",
+        "UPDATE generations SET api = 'messages' WHERE route LIKE '%/messages'",
+        "UPDATE generations SET api = 'chat' WHERE route LIKE '%/chat/completions'",
+        "UPDATE generations SET api = 'completions' WHERE api IS NULL AND route LIKE '%/completions'",
+    )
+}
 
 
 class Database:
@@ -188,19 +209,11 @@ class Database:
             yield s
 
     # ---- keys --------------------------------------------------------------------------------
-    def create_key(
-        self, label: str, credit_limit: float | None = None, rpm: int | None = None, tpm: int | None = None
-    ) -> tuple[ApiKey, str]:
+    def create_key(self, label: str, limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
+        """A new key with its limits; the key itself is returned once (only its hash is kept)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        row = ApiKey(
-            label=label,
-            key_hash=hash_key(key),
-            hint=key[: len(KEY_PREFIX) + 4],
-            credit_limit=credit_limit,
-            rpm=rpm,
-            tpm=tpm,
-            spent=0.0,
-        )
+        columns = (limits or KeyLimits()).columns()
+        row = ApiKey(label=label, key_hash=hash_key(key), hint=key[: len(KEY_PREFIX) + 4], spent=0.0, **columns)
         with self.session() as s:
             s.add(row)
         return row, key
@@ -252,7 +265,7 @@ class Database:
         if row is None:
             return 0.0
         if row.spent is None:  # a database from before the column: sum the records once
-            total = s.scalar(select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(UsageRecord.key_id == key_id))
+            total = s.scalar(select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(GenerationRow.key_id == key_id))
             row.spent = float(total or 0.0)
         held = s.scalar(
             select(func.coalesce(func.sum(CreditHold.amount), 0.0)).where(
@@ -262,59 +275,45 @@ class Database:
         return float(row.spent) + float(held or 0.0)
 
     # ---- usage -------------------------------------------------------------------------------
-    def add_records(self, records: list[dict[str, Any]], now: float | None = None) -> None:
-        """Write a batch of usage records and, in the same transaction, settle their keys: spend
-        goes up by each cost, the generation's credit hold goes, its tokens count per minute."""
+    def add_records(self, records: list[dict[str, Any]], settle: Settle | None = None) -> None:
+        """Write a batch of usage records; ``settle`` counts the keyed ones in the same
+        transaction (``Limits.record``: spend, credit holds, tokens per minute)."""
         # One executemany INSERT per batch: an ORM merge per record costs a SELECT each, which
         # showed up as 10 % of the API process under load.
         if not records:
             return
-        at = time.time() if now is None else now
         keyed = [r for r in records if r.get("key_id") is not None]
         with self.session() as s:
-            s.execute(insert(UsageRecord), records)
-            if keyed:
-                s.execute(
-                    insert(RateEvent),
-                    [
-                        {"key_id": r["key_id"], "at": at, "requests": 0, "tokens": r["prompt_tokens"] + r["completion_tokens"]}
-                        for r in keyed
-                    ],
-                )
-                s.execute(delete(CreditHold).where(CreditHold.gen_id.in_([r["id"] for r in keyed])))
-                spent: dict[int, float] = {}
-                for r in keyed:
-                    spent[r["key_id"]] = spent.get(r["key_id"], 0.0) + r["cost"]
-                for key_id, cost in spent.items():
-                    # NULL (a key from before the column) stays NULL: its first use sums the records.
-                    s.execute(update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + cost))
+            s.execute(insert(GenerationRow), records)
+            if keyed and settle is not None:
+                settle(s, keyed)
 
-    def record(self, gen_id: str) -> UsageRecord | None:
+    def record(self, gen_id: str) -> GenerationRow | None:
         with self.session() as s:
-            return s.get(UsageRecord, gen_id)
+            return s.get(GenerationRow, gen_id)
 
     def spend(self, key_id: int, since: dt.datetime | None = None) -> float:
-        q = select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(UsageRecord.key_id == key_id)
+        q = select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(GenerationRow.key_id == key_id)
         if since is not None:
-            q = q.where(UsageRecord.created_at >= since)
+            q = q.where(GenerationRow.created_at >= since)
         with self.session() as s:
             return float(s.scalar(q) or 0.0)
 
     def daily_summary(self) -> list[dict[str, Any]]:
-        day = func.date(UsageRecord.created_at)
+        day = func.date(GenerationRow.created_at)
         q = (
             select(
-                UsageRecord.key_id,
+                GenerationRow.key_id,
                 day.label("day"),
                 func.count().label("requests"),
-                func.sum(UsageRecord.prompt_tokens).label("prompt"),
-                func.sum(UsageRecord.completion_tokens).label("completion"),
-                func.sum(UsageRecord.reasoning_tokens).label("reasoning"),
-                func.sum(UsageRecord.cost).label("cost"),
-                func.sum(func.cast(UsageRecord.cancelled, Integer)).label("cancelled"),
+                func.sum(GenerationRow.prompt_tokens).label("prompt"),
+                func.sum(GenerationRow.completion_tokens).label("completion"),
+                func.sum(GenerationRow.reasoning_tokens).label("reasoning"),
+                func.sum(GenerationRow.cost).label("cost"),
+                func.sum(func.cast(GenerationRow.cancelled, Integer)).label("cancelled"),
             )
-            .group_by(UsageRecord.key_id, day)
-            .order_by(day, UsageRecord.key_id)
+            .group_by(GenerationRow.key_id, day)
+            .order_by(day, GenerationRow.key_id)
         )
         with self.session() as s:
             return [dict(r._mapping) for r in s.execute(q)]

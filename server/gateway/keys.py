@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.gateway.db import ApiKey, Database
+from server.gateway.key_limits import KeyLimits
 
 _KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
 _CACHE_MAX = 10_000
@@ -17,13 +18,11 @@ class KeyInfo:
     id: int
     label: str
     hint: str
-    credit_limit: float | None
-    rpm: int | None
-    tpm: int | None
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.label, row.hint, row.credit_limit, row.rpm, row.tpm)
+        return cls(row.id, row.label, row.hint, KeyLimits.of(row))
 
 
 class KeyStore:

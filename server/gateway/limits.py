@@ -1,6 +1,6 @@
-"""How much each key may use: requests and tokens per minute (sliding window) and a credit limit
-(USD). Counted in the database (see ``db.Database.locked_key``), so the limits are exact however
-many API processes, or nodes on one PostgreSQL database, serve the key.
+"""How much each key may use, enforced by the rules in ``limit_rules.py`` (credit in USD, requests
+and tokens per minute). Counted in the database (see ``db.Database.locked_key``), so the limits
+are exact however many API processes, or nodes on one PostgreSQL database, serve the key.
 
 Credit is held before a generation starts, as OpenRouter does: the most the request can cost
 (its prompt plus ``max_tokens`` of output) must fit in what the key has left, and stays held until
@@ -14,12 +14,16 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from server.errors import APIError
-from server.gateway.db import CreditHold, Database, RateEvent
+from server.gateway.db import CreditHold, Database
+from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo
+from server.gateway.limit_rules import RULES, WINDOW_S, Counts
 
-_WINDOW_S = 60.0
 # A hold outlives its request only if the process that made it died before writing the usage
 # record; it then lapses this long after the request's own deadline.
 _HOLD_GRACE_S = 600.0
@@ -33,48 +37,40 @@ class Limits:
     async def check(self, key: KeyInfo) -> dict[str, str]:
         """Count one request against the key; raise 402/429 when a limit is reached. Returns the
         rate-limit headers for the response."""
-        if key.credit_limit is None and key.rpm is None and key.tpm is None:
+        if not key.limits.any():
             return {}
-        return await asyncio.to_thread(self._check, key, self._clock())
+        return await asyncio.to_thread(self._check, key.id, key.limits, self._clock())
 
-    def _check(self, key: KeyInfo, now: float) -> dict[str, str]:
-        with self.db.locked_key(key.id) as s:
-            if key.credit_limit is not None and self.db.committed(s, key.id, now) >= key.credit_limit:
-                raise APIError(402, f"Credit limit of ${key.credit_limit:g} reached for this key", reason="credit")
-            requests, tokens, oldest_request, oldest_tokens = self.db.recent(s, key.id, now - _WINDOW_S)
+    def _check(self, key_id: int, limits: KeyLimits, now: float) -> dict[str, str]:
+        with self.db.locked_key(key_id) as s:
+            requests, tokens, oldest_request, oldest_tokens = self.db.recent(s, key_id, now - WINDOW_S)
+            counts = Counts(self.db.committed(s, key_id, now), requests, tokens, oldest_request, oldest_tokens)
             headers: dict[str, str] = {}
-            if key.rpm is not None:
-                reset = (oldest_request + _WINDOW_S) if oldest_request is not None else now + _WINDOW_S
-                remaining = key.rpm - requests
-                headers = {
-                    "X-RateLimit-Limit": str(key.rpm),
-                    "X-RateLimit-Remaining": str(max(0, remaining - 1)),
-                    "X-RateLimit-Reset": str(int(reset * 1000)),
-                }
-                if remaining <= 0:
-                    headers["X-RateLimit-Remaining"] = "0"
-                    raise APIError(
-                        429,
-                        f"Rate limit exceeded: {key.rpm} requests per minute",
-                        headers={**headers, "Retry-After": str(_retry_after(reset, now))},
-                        reason="rate_requests",
-                    )
-            if key.tpm is not None and tokens >= key.tpm and oldest_tokens is not None:
-                reset = oldest_tokens + _WINDOW_S
-                raise APIError(
-                    429,
-                    f"Rate limit exceeded: {key.tpm} tokens per minute",
-                    headers={
-                        "X-RateLimit-Limit": str(key.tpm),
-                        "X-RateLimit-Remaining": "0",
-                        "X-RateLimit-Reset": str(int(reset * 1000)),
-                        "Retry-After": str(_retry_after(reset, now)),
-                    },
-                    reason="rate_tokens",
-                )
-            if key.rpm is not None:
-                s.add(RateEvent(key_id=key.id, at=now, requests=1, tokens=0))
+            set_rules = [(rule, getattr(limits, rule.field)) for rule in RULES if getattr(limits, rule.field) is not None]
+            for rule, limit in set_rules:
+                headers.update(rule.check(limit, counts, now))
+            for rule, _ in set_rules:
+                rule.admitted(s, key_id, now)
             return headers
+
+    def settle(self, s: Session, keyed: list[dict[str, Any]]) -> None:
+        """Every rule counts written usage records of keyed generations (spend, credit holds,
+        tokens per minute), in the transaction that writes them (``Database.add_records``)."""
+        now = self._clock()
+        for rule in RULES:
+            rule.settle(s, keyed, now)
+
+    def record(self, records: list[dict[str, Any]]) -> None:
+        """Write usage records, settled."""
+        self.db.add_records(records, self.settle)
+
+    def report(self, limits: KeyLimits | None, usage: float) -> dict[str, Any]:
+        """Every rule's fields on /api/v1/key (nested objects merged)."""
+        out: dict[str, Any] = {}
+        for rule in RULES:
+            for name, value in rule.report(getattr(limits, rule.field) if limits is not None else None, usage).items():
+                out[name] = {**out[name], **value} if isinstance(value, dict) and name in out else value
+        return out
 
     async def hold_credit(
         self,
@@ -122,7 +118,3 @@ class Limits:
                 )
             lapse = now + (timeout_s if timeout_s is not None else 86_400) + _HOLD_GRACE_S
             s.add(CreditHold(gen_id=gen_id, key_id=key_id, amount=amount, expires_at=lapse))
-
-
-def _retry_after(reset: float, now: float) -> int:
-    return max(1, math.ceil(reset - now))

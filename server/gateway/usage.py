@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.gateway.db import Database
+from server.gateway.db import Database, Settle
 from server.gateway.metrics import Metrics
 from server.serving.record import UsageRecord
 
@@ -30,8 +30,9 @@ _BATCH = 500
 
 
 class UsageLog:
-    def __init__(self, metrics: Metrics, db: Database | None) -> None:
-        self.metrics, self.db = metrics, db
+    def __init__(self, metrics: Metrics, db: Database | None, settle: Settle | None = None) -> None:
+        """``settle``: counts the keyed records in the transaction that writes them (the limits')."""
+        self.metrics, self.db, self.settle = metrics, db, settle
         self._pending: dict[str, UsageRecord] = {}  # records not yet written
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -60,7 +61,7 @@ class UsageLog:
             while not self._queue.empty() and len(batch) < _BATCH:
                 batch.append(self._queue.get_nowait())
             try:
-                await asyncio.to_thread(self.db.add_records, [r.row() for r in batch])
+                await asyncio.to_thread(self.db.add_records, [r.row() for r in batch], self.settle)
             except Exception:  # keep serving; the records stay pending and are retried
                 log.exception("could not write %d usage records; retrying", len(batch))
                 for r in batch:
@@ -80,5 +81,5 @@ class UsageLog:
         while not self._queue.empty():
             rest.append(self._queue.get_nowait())
         if rest and self.db is not None:
-            await asyncio.to_thread(self.db.add_records, [r.row() for r in rest])
+            await asyncio.to_thread(self.db.add_records, [r.row() for r in rest], self.settle)
         self._pending.clear()

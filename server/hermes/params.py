@@ -1,11 +1,11 @@
-"""OpenRouter request fields → engine :class:`GenerationOptions` (pure, no engine needed)."""
+"""A task's sampling fields → engine :class:`GenerationOptions` (pure, no engine needed)."""
 
 from __future__ import annotations
 
 from server.engine.base import GenerationOptions, StructuredOutput
 from server.errors import APIError, bad_request
-from server.protocol.requests import SamplingFields
 from server.settings import SamplingDefaults
+from server.task import Sampling
 
 
 def context_error(max_model_len: int, prompt_tokens: int, max_tokens: int | None) -> APIError:
@@ -47,7 +47,7 @@ def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len:
 
 
 def build_options(
-    req: SamplingFields,
+    req: Sampling,
     *,
     requested_max_tokens: int | None,
     prompt_tokens: int,

@@ -1,27 +1,18 @@
 """Anthropic Messages API request models (the current ``anthropic`` SDK's shapes) and their
-conversion to what the serving core plans from: chat-shaped messages, tool fields, a reasoning
-plan and sampling fields."""
+conversion to the API-neutral :class:`~server.task.Task` (``MessagesRequest.task``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from server.constants import DEFAULT_EFFORT
+from server.engine.base import StructuredOutput
 from server.errors import bad_request
-from server.hermes.reasoning import ReasoningPlan
-from server.protocol.requests import (
-    FunctionDef,
-    JSONSchemaSpec,
-    Lenient,
-    NamedToolChoice,
-    ResponseFormat,
-    SamplingFields,
-    Tool,
-)
+from server.protocol.requests import Lenient
+from server.task import ReasoningRequest, RequestInfo, Sampling, Task, ToolRequest, ToolSpec
+from server.task import ToolChoice as Choice
 
 # Every model here is Lenient: cache_control and other annotations may sit on any object, and are
 # accepted and ignored (prefix caching is automatic; its hits are reported in usage).
@@ -91,54 +82,49 @@ class MessagesRequest(Lenient):
                 )
         return self
 
-    def tool_fields(self) -> AnthropicToolFields:
-        tools = [
-            Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema or {"type": "object"}))
-            for t in self.tools or []
-        ]
+    def task(self, info: RequestInfo) -> Task:
+        return Task(
+            info=info,
+            messages=chat_messages(self),
+            sampling=Sampling(
+                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, stop=list(self.stop_sequences or [])
+            ),
+            reasoning=self.reasoning(),
+            tools=self.tool_request(),
+            max_tokens=self.max_tokens,
+            output_format=self.output_format(),
+        )
+
+    def tool_request(self) -> ToolRequest:
+        tools = tuple(ToolSpec(t.name, t.description, t.input_schema or {"type": "object"}) for t in self.tools or [])
         c = self.tool_choice
-        parallel = None if c is None or c.disable_parallel_tool_use is None else not c.disable_parallel_tool_use
+        parallel = c is None or not c.disable_parallel_tool_use
         if c is None or c.type == "auto":
-            return AnthropicToolFields(tools or None, None, parallel)
+            return ToolRequest(tools, Choice("auto"), parallel)
         if c.type == "none":
-            return AnthropicToolFields(tools or None, "none", parallel)
+            return ToolRequest(tools, Choice("none"), parallel)
         if c.type == "any":
-            return AnthropicToolFields(tools or None, "required", parallel)
+            return ToolRequest(tools, Choice("required"), parallel)
         if not c.name:
             raise bad_request("tool_choice.name is required for a tool_choice of type 'tool'")
-        return AnthropicToolFields(tools or None, NamedToolChoice(function={"name": c.name}), parallel)
+        return ToolRequest(tools, Choice("function", c.name), parallel)
 
-    def response_format(self) -> ResponseFormat | None:
+    def output_format(self) -> StructuredOutput | None:
         fmt = self.output_config.format if self.output_config is not None else None
-        if fmt is None:
-            return None
-        return ResponseFormat(type="json_schema", json_schema=JSONSchemaSpec(name="output", schema=fmt.schema_))
+        return StructuredOutput(json_schema=fmt.schema_) if fmt is not None else None
 
-    def reasoning(self, default_enabled: bool) -> ReasoningPlan:
+    def reasoning(self) -> ReasoningRequest:
         """``thinking`` → Hermes reasoning: ``enabled`` with exactly its budget, ``disabled`` off,
         ``adaptive``/``between_tools`` on at the effort's share; absent: the profile's default
         (on when ``output_config.effort`` asks for effort)."""
         effort = self.output_config.effort if self.output_config is not None else None
         t = self.thinking
-        enabled = (default_enabled or effort is not None) if t is None else t.type != "disabled"
-        if not enabled:
-            return ReasoningPlan(enabled=False)
-        budget = t.budget_tokens if t is not None and t.type == "enabled" else None
-        return ReasoningPlan(enabled=True, effort=effort or DEFAULT_EFFORT, max_reasoning_tokens=budget)
-
-    def sampling(self) -> SamplingFields:
-        """The sampling fields in the shape the option builder reads (ranges already checked here;
-        Anthropic allows more than four stop sequences)."""
-        return SamplingFields.model_construct(
-            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, stop=list(self.stop_sequences or [])
-        )
-
-
-@dataclass(frozen=True)
-class AnthropicToolFields:
-    tools: list[Tool] | None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None
-    parallel_tool_calls: bool | None
+        if t is None:
+            return ReasoningRequest(enabled=True if effort is not None else None, effort=effort)
+        if t.type == "disabled":
+            return ReasoningRequest(enabled=False)
+        budget = t.budget_tokens if t.type == "enabled" else None
+        return ReasoningRequest(enabled=True, effort=effort, max_reasoning_tokens=budget)
 
 
 def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from server.constants import random_id
+from server.engine.base import TokenLogprob
 from server.errors import APIError
 from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
 
@@ -75,6 +76,64 @@ class ContentBlocks:
                 ("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}})
             )
         return [*out, ("content_block_stop", {"index": index})]
+
+
+class MessageEvents:
+    """The core's events as Anthropic's stream events (an ``Encoder[Event]``, see
+    ``serving/encode.py``): content blocks, ``ping`` for a keep-alive, ``message_delta`` with the
+    stop reason and usage, ``message_stop``; or an ``error`` event. A non-streamed answer replays
+    the same events and reads :meth:`message`."""
+
+    def __init__(self, message_id: str, model: str, prompt_tokens: int) -> None:
+        self.id, self.model, self.prompt_tokens = message_id, model, prompt_tokens
+        self.blocks = ContentBlocks()
+        self._finish: Finish | None = None
+        self._usage: dict[str, Any] | None = None
+
+    def start(self) -> Event:
+        usage = {
+            "input_tokens": self.prompt_tokens,
+            "output_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
+        return ("message_start", {"message": self.message(usage)})
+
+    def message(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The message object: as started (empty, with ``usage``), or as finished."""
+        finish = self._finish
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": self.blocks.blocks if usage is None else [],
+            "stop_reason": stop_reason(finish) if finish is not None else None,
+            "stop_sequence": finish.stop_sequence if finish is not None else None,
+            "usage": usage if usage is not None else self._usage,
+        }
+
+    def piece(self, piece: Piece, logprobs: list[TokenLogprob] | None) -> list[Event]:
+        return self.blocks.feed(piece)
+
+    def lone_logprobs(self, logprobs: list[TokenLogprob]) -> list[Event]:
+        return []
+
+    def keep_alive(self) -> list[Event]:
+        return [("ping", {})]
+
+    def finish(self, finish: Finish) -> list[Event]:
+        self._finish = finish
+        return self.blocks.close()
+
+    def usage(self, usage: Usage) -> list[Event]:
+        assert self._finish is not None
+        self._usage = usage_object(usage)
+        delta = {"stop_reason": stop_reason(self._finish), "stop_sequence": self._finish.stop_sequence}
+        return [("message_delta", {"delta": delta, "usage": self._usage}), ("message_stop", {})]
+
+    def failure(self, error: APIError) -> list[Event]:
+        return [("error", {"error": anthropic_error_body(error)["error"]})]
 
 
 def stop_reason(finish: Finish) -> str:

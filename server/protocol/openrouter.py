@@ -4,14 +4,13 @@ to JSON. Shared by the chat and legacy-completions adapters."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
 from server.constants import random_id
 from server.engine.base import TokenLogprob
-from server.serving.core import ServingCore
-from server.serving.events import PIECES, Failure, Finish, KeepAlive, Logprobs, Piece, Usage
-from server.serving.plan import GenerationPlan
+from server.errors import APIError
+from server.serving.events import Finish, Piece, Usage
 from server.serving.sse import SSE_DONE, sse, sse_comment
 
 # OpenRouter's own keep-alive comment: clients and proxies know to skip it.
@@ -68,7 +67,7 @@ def reasoning_details(text: str) -> list[dict[str, Any]]:
     return [{"type": "reasoning.text", "text": text, "format": "unknown", "index": 0}]
 
 
-def midstream_error(error: Any, base: dict[str, Any], obj: str, empty_choice: dict[str, Any]) -> dict[str, Any]:
+def midstream_error(error: APIError, base: dict[str, Any], obj: str, empty_choice: dict[str, Any]) -> dict[str, Any]:
     """OpenRouter's in-band error once a stream's headers are sent: an ``error`` object and a
     choice finishing with ``error`` (HTTP status stays 200)."""
     payload = {**base, "object": obj, **error.body()}
@@ -92,12 +91,16 @@ class ChoiceEncoder(Protocol):
         ...
 
 
-async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], enc: ChoiceEncoder) -> AsyncIterator[bytes]:
-    """The serving core's events as OpenRouter SSE chunks: keep-alive comments, one chunk per
-    piece (a batch's logprobs ride on its first), a finish chunk, the usage chunk with empty
-    choices and ``[DONE]``; or the in-band error chunk and ``[DONE]``."""
+class ChunkEncoder:
+    """The serving core's events as OpenRouter SSE chunks (an ``Encoder[bytes]``, see
+    ``serving/encode.py``): keep-alive comments, one chunk per piece (a step's logprobs ride on its
+    first), a finish chunk, the usage chunk with empty choices and ``[DONE]``; or the in-band error
+    chunk and ``[DONE]``. ``choice`` says how the object carries the answer."""
 
-    def chunk(fields: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> bytes:
+    def __init__(self, base: dict[str, Any], choice: ChoiceEncoder) -> None:
+        self.base, self.choice = base, choice
+
+    def _chunk(self, fields: dict[str, Any], logprobs: Any = None, finish: Finish | None = None) -> bytes:
         choice = {
             "index": 0,
             **fields,
@@ -105,26 +108,27 @@ async def chunk_stream(core: ServingCore, plan: GenerationPlan, base: dict[str, 
             "native_finish_reason": finish.native if finish else None,
             "logprobs": logprobs,
         }
-        return sse({**base, "object": enc.obj, "choices": [choice]})
+        return sse({**self.base, "object": self.choice.obj, "choices": [choice]})
 
-    async for batch in core.stream(plan):
-        lp = None
-        for ev in batch:
-            if isinstance(ev, PIECES):
-                for fields in enc.pieces(ev):
-                    yield chunk(fields, lp)
-                    lp = None
-            elif isinstance(ev, Logprobs):
-                lp = enc.logprobs(ev.items)
-            elif isinstance(ev, KeepAlive):
-                yield KEEPALIVE
-            elif isinstance(ev, Finish):
-                yield chunk(enc.empty, finish=ev)
-            elif isinstance(ev, Usage):
-                yield sse({**base, "object": enc.obj, "choices": [], "usage": usage_block(ev)})
-                yield SSE_DONE
-            elif isinstance(ev, Failure):
-                yield sse(midstream_error(ev.error, base, enc.obj, enc.error_fields))
-                yield SSE_DONE
-        if lp is not None:
-            yield chunk(enc.empty, lp)
+    def piece(self, piece: Piece, logprobs: list[TokenLogprob] | None) -> Iterator[bytes]:
+        lp = self.choice.logprobs(logprobs) if logprobs is not None else None
+        for fields in self.choice.pieces(piece):
+            yield self._chunk(fields, lp)
+            lp = None
+
+    def lone_logprobs(self, logprobs: list[TokenLogprob]) -> Iterator[bytes]:
+        yield self._chunk(self.choice.empty, self.choice.logprobs(logprobs))
+
+    def keep_alive(self) -> Iterator[bytes]:
+        yield KEEPALIVE
+
+    def finish(self, finish: Finish) -> Iterator[bytes]:
+        yield self._chunk(self.choice.empty, finish=finish)
+
+    def usage(self, usage: Usage) -> Iterator[bytes]:
+        yield sse({**self.base, "object": self.choice.obj, "choices": [], "usage": usage_block(usage)})
+        yield SSE_DONE
+
+    def failure(self, error: APIError) -> Iterator[bytes]:
+        yield sse(midstream_error(error, self.base, self.choice.obj, self.choice.error_fields))
+        yield SSE_DONE

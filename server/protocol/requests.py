@@ -1,7 +1,8 @@
-"""Request models in OpenRouter's shapes (chat and legacy completions).
+"""Request models in OpenRouter's shapes (chat and legacy completions), and their conversion to
+the API-neutral :class:`~server.task.Task` (``ChatRequest.task``, ``CompletionRequest.task``).
 
-Unknown and routing-only fields (``provider``, ``models``, ``transforms``, ``plugins``, ``user``,
-…) are accepted and ignored, as OpenRouter does for a single self-hosted model.
+Unknown and routing-only fields (``provider``, ``models``, ``transforms``, ``plugins`` …) are
+accepted and ignored, as OpenRouter does for a single self-hosted model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.constants import Effort
+from server.engine.base import StructuredOutput
+from server.errors import bad_request
+from server.hermes.parser import ends_inside_reasoning
+from server.task import (
+    RawPrompt,
+    ReasoningPlan,
+    ReasoningRequest,
+    RequestInfo,
+    Sampling,
+    Task,
+    ToolChoice,
+    ToolRequest,
+    ToolSpec,
+)
 
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
 
@@ -128,6 +143,7 @@ class SamplingFields(Lenient):
     # output lengths: at least min_tokens; ignore_eos keeps going past end-of-turn to max_tokens.
     min_tokens: int | None = Field(None, ge=0)
     ignore_eos: bool | None = None
+    user: str | None = Field(None, max_length=10_000)  # the caller's end user, recorded (first 200 characters)
 
     @field_validator("logit_bias")
     @classmethod
@@ -156,6 +172,33 @@ class SamplingFields(Lenient):
         return v
 
 
+class StructuredOutputs(Lenient):
+    """vLLM's ``structured_outputs`` extension: one grammar over the whole output, reasoning
+    included."""
+
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StructuredOutputs:
+        if self.regex is None and self.choice is None and self.grammar is None:
+            raise ValueError("structured_outputs needs one of regex (string), choice (list of strings), grammar (string)")
+        return self
+
+    def constraint(self) -> StructuredOutput:
+        if self.regex is not None:
+            return StructuredOutput(regex=self.regex)
+        if self.choice is not None:
+            return StructuredOutput(regex="|".join(_regex_escape(c) for c in self.choice))
+        assert self.grammar is not None
+        return StructuredOutput(grammar=self.grammar)
+
+
+def _regex_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in r".^$*+?{}[]\|()" else ch for ch in text)
+
+
 class ChatRequest(SamplingFields):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -165,12 +208,26 @@ class ChatRequest(SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ChatRequest:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def task(self, info: RequestInfo) -> Task:
+        return Task(
+            info=info,
+            messages=[m.model_dump(exclude_none=True, by_alias=True) for m in self.messages],
+            sampling=sampling(self),
+            reasoning=reasoning_request(self),
+            tools=tool_request(self.tools, self.tool_choice, self.parallel_tool_calls),
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            output_format=output_format(self.response_format),
+            whole_output_grammar=self.structured_outputs.constraint() if self.structured_outputs is not None else None,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+        )
 
 
 class CompletionRequest(SamplingFields):
@@ -203,3 +260,95 @@ class CompletionRequest(SamplingFields):
     @property
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def task(self, info: RequestInfo) -> Task:
+        """The prompt as is. Its output is split like chat's when a reasoning field asks for it
+        or the prompt ends inside an open ``<think>``; the profile's reasoning default does not
+        apply (the prompt is the caller's own)."""
+        inside = ends_inside_reasoning(self.prompt_text)
+        asked = self.reasoning is not None or self.reasoning_effort is not None or self.include_reasoning is not None
+        return Task(
+            info=info,
+            raw=RawPrompt(self.prompt_text, split_reasoning=inside or asked, opens_reasoning=inside),
+            sampling=sampling(self),
+            reasoning=reasoning_request(self),
+            max_tokens=self.max_tokens,
+            logprobs=self.logprobs,
+            reasoning_default_applies=False,
+        )
+
+
+def sampling(req: SamplingFields) -> Sampling:
+    return Sampling(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
+        repetition_penalty=req.repetition_penalty,
+        seed=req.seed,
+        stop=req.stop,
+        logit_bias=req.logit_bias,
+        min_tokens=req.min_tokens,
+        ignore_eos=req.ignore_eos,
+    )
+
+
+def reasoning_request(req: SamplingFields) -> ReasoningRequest:
+    """OpenRouter's reasoning controls (``reasoning``, ``reasoning_effort``, legacy
+    ``include_reasoning``) → what the client asked; unasked, the profile decides."""
+    r = req.reasoning
+    effort = r.effort if r is not None else None
+    if req.reasoning_effort is not None:
+        if effort is not None and effort != req.reasoning_effort:
+            raise bad_request(
+                f"reasoning_effort ({req.reasoning_effort!r}) contradicts reasoning.effort ({effort!r}): send one of them"
+            )
+        effort = req.reasoning_effort
+    exclude = bool(r.exclude) if r is not None and r.exclude is not None else False
+    explicit = r is not None or req.reasoning_effort is not None
+    if req.include_reasoning is not None and r is None:
+        # legacy: true ≡ reasoning: {}, false ≡ reasoning: {exclude: true}
+        explicit = True
+        exclude = not req.include_reasoning
+    enabled: bool | None
+    if r is not None and r.enabled is not None:
+        enabled = r.enabled
+    elif effort is not None:
+        enabled = effort != "none"
+    elif r is not None and r.max_tokens is not None:
+        enabled = r.max_tokens > 0
+    else:
+        enabled = True if explicit else None
+    if effort == "none":
+        enabled, effort = False, None
+    budget = r.max_tokens if r is not None else None
+    return ReasoningRequest(enabled=enabled, exclude=exclude, effort=effort, max_reasoning_tokens=budget)
+
+
+def plan_reasoning(req: SamplingFields, default_enabled: bool) -> ReasoningPlan:
+    """The reasoning plan of an OpenRouter-shaped request under a profile default."""
+    return reasoning_request(req).resolve(default_enabled)
+
+
+def tool_request(
+    tools: list[Tool] | None, choice: Literal["none", "auto", "required"] | NamedToolChoice | None, parallel: bool | None
+) -> ToolRequest:
+    specs = tuple(
+        ToolSpec(t.function.name, t.function.description, t.function.parameters, t.function.strict) for t in tools or []
+    )
+    if isinstance(choice, NamedToolChoice):
+        name = choice.function.get("name") if isinstance(choice.function, dict) else None
+        return ToolRequest(specs, ToolChoice("function", name if isinstance(name, str) else None), parallel is not False)
+    return ToolRequest(specs, ToolChoice(choice or "auto"), parallel is not False)
+
+
+def output_format(rf: ResponseFormat | None) -> StructuredOutput | None:
+    """``response_format`` → the answer's constraint (its schema is checked when planned)."""
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_object":
+        return StructuredOutput(json_object=True)
+    assert rf.json_schema is not None and rf.json_schema.schema_ is not None
+    return StructuredOutput(json_schema=rf.json_schema.schema_)

@@ -1,15 +1,15 @@
 """OpenAI Responses API request models (as OpenRouter serves them: stateless by default, each
-request carries its history) and their conversion to the chat-shaped messages the prompt
-renderer takes."""
+request carries its history) and their conversion to the API-neutral
+:class:`~server.task.Task` (``ResponsesRequest.task``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from server.engine.base import StructuredOutput
 from server.errors import bad_request
 from server.protocol.requests import (
     FunctionDef,
@@ -19,7 +19,12 @@ from server.protocol.requests import (
     ResponseFormat,
     SamplingFields,
     Tool,
+    output_format,
+    reasoning_request,
+    sampling,
+    tool_request,
 )
+from server.task import RequestInfo, Task
 
 
 class FunctionTool(Lenient):
@@ -73,7 +78,6 @@ class ResponsesRequest(SamplingFields):
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
-    user: str | None = None
 
     @model_validator(mode="after")
     def _refuse(self) -> ResponsesRequest:
@@ -90,30 +94,33 @@ class ResponsesRequest(SamplingFields):
             raise ValueError("max_tokens: the Responses API calls it max_output_tokens")
         return self
 
-    def chat_tools(self) -> ChatToolFields:
-        """The tool fields in chat's shape, for the shared tool planner."""
+    def task(self, info: RequestInfo, conversation: list[dict[str, Any]]) -> Task:
+        """The task of this request over ``conversation`` (the stored history, if any, then this
+        request's ``input``), with ``instructions`` as the system message."""
+        messages = ([{"role": "system", "content": self.instructions}] if self.instructions else []) + conversation
+        choice: Any = self.tool_choice
+        if isinstance(choice, FunctionChoice):
+            choice = NamedToolChoice(function={"name": choice.name})
         tools = [
             Tool(function=FunctionDef(name=t.name or "", description=t.description, parameters=t.parameters, strict=t.strict))
             for t in self.tools or []
         ]
-        choice: Any = self.tool_choice
-        if isinstance(choice, FunctionChoice):
-            choice = NamedToolChoice(function={"name": choice.name})
-        return ChatToolFields(tools or None, choice, self.parallel_tool_calls)
+        return Task(
+            info=info,
+            messages=messages,
+            sampling=sampling(self),
+            reasoning=reasoning_request(self),
+            tools=tool_request(tools, choice, self.parallel_tool_calls),
+            max_tokens=self.max_output_tokens,
+            output_format=self.output_format(),
+        )
 
-    def response_format(self) -> ResponseFormat | None:
+    def output_format(self) -> StructuredOutput | None:
         fmt = self.text.format if self.text is not None else None
         if fmt is None:
             return None
         spec = JSONSchemaSpec(name=fmt.name, description=fmt.description, schema=fmt.schema_, strict=fmt.strict)
-        return ResponseFormat(type=fmt.type, json_schema=spec if fmt.type == "json_schema" else None)
-
-
-@dataclass(frozen=True)
-class ChatToolFields:
-    tools: list[Tool] | None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None
-    parallel_tool_calls: bool | None
+        return output_format(ResponseFormat(type=fmt.type, json_schema=spec if fmt.type == "json_schema" else None))
 
 
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")

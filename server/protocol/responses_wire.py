@@ -4,7 +4,6 @@ answers: a collected answer is the same items, with the events dropped."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from server.constants import random_id
@@ -151,7 +150,3 @@ def openai_error_body(exc: APIError) -> dict[str, Any]:
     }
     kind = "server_error" if exc.status >= 500 else kinds.get(exc.status, "invalid_request_error")
     return {"error": {"message": exc.message, "type": kind, "param": None, "code": str(exc.status)}}
-
-
-def now() -> float:
-    return time.time()

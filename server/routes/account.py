@@ -40,13 +40,8 @@ async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
         total, daily, weekly, monthly = await asyncio.to_thread(sums)
         extra = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
         total, daily, weekly, monthly = (v + extra for v in (total, daily, weekly, monthly))
-    limit = key.credit_limit if key is not None else None
-    rpm = key.rpm if key is not None else None
-    note = f"{rpm} requests per minute for this key" if rpm is not None else "no request-rate limit on this key"
     return {
         "label": key.label if key is not None else "auth disabled",
-        "limit": limit,
-        "limit_remaining": None if limit is None else max(0.0, limit - total),
         "limit_reset": None,
         "include_byok_in_limit": False,
         "usage": total,
@@ -68,12 +63,7 @@ async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
         "effective_budget": None,
         "free_model_daily_requests": {"limit": 0, "remaining": 0, "used": 0},
         "expires_at": None,
-        "rate_limit": {
-            "requests": rpm if rpm is not None else -1,
-            "interval": "1m",
-            "note": note,
-            "tokens_per_minute": key.tpm if key is not None else None,
-        },
+        **state.limits.report(key.limits if key is not None else None, total),  # limit, limit_remaining, rate_limit
     }
 
 
@@ -83,11 +73,8 @@ def _iso(value: Any) -> str:
     return str(value)
 
 
-def _api_type(route: str) -> str:
-    """OpenRouter's api_type: ``completions`` for chat and legacy completions alike."""
-    if route.endswith(("/responses", "/messages")):
-        return route.rsplit("/", 1)[1]
-    return "completions"
+# Records from before the API was recorded: OpenRouter's type for chat and legacy completions.
+_API_TYPE_BEFORE_RECORDED = "completions"
 
 
 @router.get("/api/v1/generation")
@@ -139,7 +126,7 @@ async def generation(request: Request, id: str | None = None) -> dict[str, Any]:
             "external_user": rec.external_user,
             "app_id": None,
             "app_name": rec.title,
-            "api_type": _api_type(rec.route),
+            "api_type": state.api_types.get(rec.api or "", _API_TYPE_BEFORE_RECORDED),
             "upstream_id": None,
             "cache_discount": None,
             "moderation_latency": None,

@@ -14,17 +14,15 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, Request
 
 from server.engine.base import TokenLogprob
-from server.hermes.params import build_options
-from server.hermes.parser import ends_inside_reasoning
-from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
-from server.protocol.openrouter import chunk_stream, completion_logprobs, usage_block
+from server.protocol.openrouter import ChunkEncoder, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
+from server.routes.adapter import Adapter
 from server.routes.common import request_info, response_base
 from server.serving.events import AnswerText, Piece, ReasoningText
-from server.serving.plan import GenerationPlan, make_plan
+from server.serving.plan import GenerationPlan
 from server.serving.sse import sse_response
-from server.state import AppState, app_state
+from server.state import app_state
 
 PATHS = ("/v1/completions", "/api/v1/completions")
 router = APIRouter()
@@ -35,15 +33,15 @@ _OBJECT = "text_completion"
 @router.post(PATHS[1])
 async def completions(request: Request, req: CompletionRequest) -> Any:
     state = app_state(request)
-    plan = completion_plan(state, req, request)
-    await state.hold_credit(plan)
+    core = state.core()
+    plan = await core.plan(req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user)))
+    generation = await core.open(plan)
     base = response_base(state, plan)
     headers = {"X-Generation-Id": plan.info.gen_id}
-    core = state.core()
     want_logprobs = req.logprobs is not None
     if req.stream:
-        return sse_response(chunk_stream(core, plan, base, _CompletionChunks(plan, want_logprobs)), headers)
-    out = await core.collect(plan)
+        return sse_response(generation.stream(ChunkEncoder(base, _CompletionChunks(plan, want_logprobs))), headers)
+    out = await generation.collect()
     choice = {
         "index": 0,
         "text": out.text,
@@ -53,27 +51,6 @@ async def completions(request: Request, req: CompletionRequest) -> Any:
         "reasoning": out.reasoning or None,
     }
     return JSONResponse({**base, "object": _OBJECT, "choices": [choice], "usage": usage_block(out.usage)}, headers=headers)
-
-
-def completion_plan(state: AppState, req: CompletionRequest, request: Request) -> GenerationPlan:
-    info = request_info(request, req.model, "completions", req.stream, user=(req.model_extra or {}).get("user"))
-    # The prompt is the caller's own: the profile's reasoning default cannot change it.
-    reasoning = plan_reasoning(req, default_enabled=False)
-    inside = ends_inside_reasoning(req.prompt_text)
-    split = inside or req.reasoning is not None or req.reasoning_effort is not None or req.include_reasoning is not None
-    core = state.core()
-    ids = core.renderer.encode_prompt(req.prompt_text)
-    options = build_options(
-        req,
-        requested_max_tokens=req.max_tokens,
-        prompt_tokens=len(ids),
-        max_model_len=core.engine.max_model_len,
-        defaults=state.settings.sampling,
-        stop_token_ids=core.renderer.stop_token_ids,
-        vocab_size=core.renderer.vocab_size,
-        logprobs=req.logprobs,
-    )
-    return make_plan(core.renderer, info, ids, options, reasoning=reasoning, start_in_reasoning=inside, split_reasoning=split)
 
 
 class _CompletionChunks:
@@ -97,3 +74,6 @@ class _CompletionChunks:
             return [{"text": "", "reasoning": piece.text}]
         assert isinstance(piece, AnswerText)  # no tool parsing on this route
         return [{"text": piece.text, "reasoning": None}]
+
+
+ADAPTER = Adapter(name="completions", api_type="completions", paths=PATHS, router=router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from server.errors import APIError, error_response
+from server.errors import APIError
 from server.jsonio import JSONResponse
 from server.state import app_state
 
@@ -20,5 +20,5 @@ async def health() -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     problem = app_state(request).not_ready()
     if problem is not None:
-        return error_response(APIError(503, problem), request.url.path)
+        raise APIError(503, problem)
     return JSONResponse({"status": "ready"})

@@ -1,8 +1,8 @@
 """Responses API adapter: POST /v1/responses and /api/v1/responses; GET and DELETE
 /v1/responses/{id} for stored responses.
 
-A request becomes a plan like chat's (same renderer, reasoning, tools, grammars, budget); the
-core's events become output items and numbered stream events (protocol/responses_wire.py).
+A request becomes a task (``ResponsesRequest.task``); the core's events become output items and
+numbered stream events (``_Turn``, with protocol/responses_wire.py).
 Stateless by default, like OpenRouter; with ``responses.store`` on, ``store: true`` keeps the
 response and its conversation in the database for ``previous_response_id``."""
 
@@ -16,10 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.errors import APIError, bad_request, register_error_shape
+from server.engine.base import TokenLogprob
+from server.errors import APIError, bad_request
 from server.gateway.db import StoredResponse
-from server.hermes.constraints import plan_tools, response_format_constraint
-from server.hermes.reasoning import plan_reasoning
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
 from server.protocol.responses_api import FunctionChoice, ResponsesRequest, input_messages
@@ -32,8 +31,9 @@ from server.protocol.responses_wire import (
     openai_error_body,
     usage_object,
 )
-from server.routes.common import plan_chat, request_info
-from server.serving.events import PIECES, Failure, Finish, KeepAlive, Usage
+from server.routes.adapter import Adapter
+from server.routes.common import request_info
+from server.serving.events import Finish, Piece, Usage
 from server.serving.plan import GenerationPlan
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
@@ -41,17 +41,25 @@ from server.timeutil import utcnow
 
 PATHS = ("/v1/responses", "/api/v1/responses")
 router = APIRouter()
-register_error_shape("/v1/responses", openai_error_body)  # OpenRouter's shape stays on /api/v1
+
+
+# A keep-alive among the numbered events (no Responses event has this type): sent as
+# OpenRouter's SSE comment, not numbered.
+_KEEPALIVE: Event = ("keepalive", {})
 
 
 class _Turn:
-    """One request's answer being built: its response object and what to store."""
+    """One request's answer being built (an ``Encoder[Event]``, see ``serving/encode.py``): its
+    output items, its response object, and what to store. A non-streamed answer replays the same
+    events and reads :attr:`final`."""
 
     def __init__(self, state: AppState, req: ResponsesRequest, plan: GenerationPlan, history: list[dict[str, Any]]) -> None:
         self.state, self.req, self.plan, self.history = state, req, plan, history
         self.id = item_id("resp_")
         self.created_at = int(plan.info.created)
         self.items = OutputItems()
+        self._finish: Finish | None = None
+        self.final: dict[str, Any] | None = None  # the finished response
 
     def response(self, status: str, usage: Usage | None = None, **extra: Any) -> dict[str, Any]:
         req, options = self.req, self.plan.options
@@ -89,25 +97,42 @@ class _Turn:
             **extra,
         }
 
-    def close_items(self, finish: Finish) -> list[Event]:
+    # ---- the encoder ---------------------------------------------------------------------------
+    def piece(self, piece: Piece, logprobs: list[TokenLogprob] | None) -> list[Event]:
+        return self.items.feed(piece)
+
+    def lone_logprobs(self, logprobs: list[TokenLogprob]) -> list[Event]:
+        return []
+
+    def keep_alive(self) -> list[Event]:
+        return [_KEEPALIVE]
+
+    def finish(self, finish: Finish) -> list[Event]:
         """Finish the open output item with the response's own status (incomplete when cut)."""
+        self._finish = finish
         return self.items.close(finished_status(finish)[0])
 
-    def finished(self, finish: Finish, usage: Usage) -> dict[str, Any]:
-        status, incomplete = finished_status(finish)
-        return self.response(status, usage, incomplete_details=incomplete, completed_at=int(utcnow().timestamp()))
+    def usage(self, usage: Usage) -> list[Event]:
+        assert self._finish is not None
+        status, incomplete = finished_status(self._finish)
+        self.final = self.response(status, usage, incomplete_details=incomplete, completed_at=int(utcnow().timestamp()))
+        return [("response." + status, {"response": self.final})]
 
-    async def keep(self, body: dict[str, Any]) -> None:
-        """Store the response and the conversation through it, when asked and allowed."""
+    def failure(self, error: APIError) -> list[Event]:
+        failed = self.response("failed", error=error_object(error))
+        return [*self.items.close("incomplete"), ("response.failed", {"response": failed})]
+
+    async def keep(self) -> None:
+        """Store the finished response and the conversation through it, when asked and allowed."""
         settings = self.state.settings.responses
-        if not (self.req.store and settings.store):
+        if self.final is None or not (self.req.store and settings.store):
             return
         turn = _assistant_turn(self.items.items)
         row = StoredResponse(
             id=self.id,
             key_id=self.plan.info.key_id,
             expires_at=utcnow() + dt.timedelta(hours=settings.ttl_hours),
-            response=json.dumps(body),
+            response=json.dumps(self.final),
             history=json.dumps([*self.history, *([turn] if turn else [])]),
         )
         await asyncio.to_thread(self.state.db.store_response, row)
@@ -117,33 +142,18 @@ class _Turn:
 @router.post(PATHS[1])
 async def create_response(request: Request, req: ResponsesRequest) -> Any:
     state = app_state(request)
+    core = state.core()
     history = await _previous_history(state, request, req.previous_response_id)
     conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}))]
-    turn = await _plan(state, req, request, conversation)
-    headers = {"X-Generation-Id": turn.plan.info.gen_id}
-    core = state.core()
+    plan = await core.plan(req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user), conversation))
+    generation = await core.open(plan)
+    turn = _Turn(state, req, plan, conversation)
+    headers = {"X-Generation-Id": plan.info.gen_id}
     if req.stream:
-        return sse_response(_events(turn), headers)
-    out = await core.collect(turn.plan)
-    for piece in out.pieces:
-        turn.items.feed(piece)
-    turn.close_items(out.finish)
-    body = turn.finished(out.finish, out.usage)
-    await turn.keep(body)
-    return JSONResponse(body, headers=headers)
-
-
-async def _plan(state: AppState, req: ResponsesRequest, request: Request, conversation: list[dict[str, Any]]) -> _Turn:
-    settings = state.settings
-    info = request_info(request, req.model, "responses", req.stream, user=req.user)
-    reasoning = plan_reasoning(req, settings.reasoning.default_enabled)
-    tools = plan_tools(req.chat_tools())
-    structured = tools.structured or response_format_constraint(req.response_format())
-    messages = ([{"role": "system", "content": req.instructions}] if req.instructions else []) + conversation
-    plan = await plan_chat(
-        state, info, messages, req, max_tokens=req.max_output_tokens, reasoning=reasoning, tools=tools, structured=structured
-    )
-    return _Turn(state, req, plan, conversation)
+        return sse_response(_frames(turn, generation.stream(turn)), headers)
+    await generation.replay(turn)
+    await turn.keep()
+    return JSONResponse(turn.final, headers=headers)
 
 
 async def _previous_history(state: AppState, request: Request, previous: str | None) -> list[dict[str, Any]]:
@@ -201,34 +211,27 @@ def _assistant_turn(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     return turn
 
 
-async def _events(turn: _Turn) -> AsyncIterator[bytes]:
+async def _frames(turn: _Turn, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    """The response's events, numbered, as SSE; the response is stored once it is sent whole."""
     seq = 0
 
-    def event(kind: str, fields: dict[str, Any]) -> bytes:
+    def frame(kind: str, fields: dict[str, Any]) -> bytes:
         nonlocal seq
         seq += 1
         return sse({"type": kind, "sequence_number": seq - 1, **fields}, event=kind)
 
-    yield event("response.created", {"response": turn.response("in_progress")})
-    yield event("response.in_progress", {"response": turn.response("in_progress")})
-    finish: Finish | None = None
-    async for batch in turn.state.core().stream(turn.plan):
-        for ev in batch:
-            if isinstance(ev, PIECES):
-                for kind, fields in turn.items.feed(ev):
-                    yield event(kind, fields)
-            elif isinstance(ev, KeepAlive):
-                yield KEEPALIVE
-            elif isinstance(ev, Finish):
-                finish = ev
-                for kind, fields in turn.close_items(ev):
-                    yield event(kind, fields)
-            elif isinstance(ev, Usage):
-                assert finish is not None
-                body = turn.finished(finish, ev)
-                yield event("response." + body["status"], {"response": body})
-                await turn.keep(body)
-            elif isinstance(ev, Failure):
-                for kind, fields in turn.items.close("incomplete"):
-                    yield event(kind, fields)
-                yield event("response.failed", {"response": turn.response("failed", error=error_object(ev.error))})
+    yield frame("response.created", {"response": turn.response("in_progress")})
+    yield frame("response.in_progress", {"response": turn.response("in_progress")})
+    async for kind, fields in events:
+        yield KEEPALIVE if kind == _KEEPALIVE[0] else frame(kind, fields)
+    await turn.keep()
+
+
+ADAPTER = Adapter(
+    name="responses",
+    api_type="responses",
+    paths=PATHS,
+    router=router,
+    error_shape=openai_error_body,
+    error_prefixes=("/v1/responses",),  # OpenRouter's shape stays on /api/v1
+)

@@ -1,6 +1,9 @@
 """Runs a plan: the engine deltas under the request deadline, turned into events, with
 keep-alives, drain, client-disconnect abort and the usage record, once for every API.
-The non-streamed answer is the same stream, collected (:meth:`ServingCore.collect`)."""
+
+The path every API takes: ``core.plan(task)`` → ``await core.open(plan)`` (reserves the credit)
+→ ``generation.stream(encoder)`` or ``await generation.replay(encoder)`` (the non-streamed answer
+is the same events through the same encoder)."""
 
 from __future__ import annotations
 
@@ -9,30 +12,22 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from server.engine.base import EngineClient, EngineError, TokenLogprob
+from server.engine.base import EngineClient, EngineError
 from server.errors import APIError
 from server.hermes.prompt import PromptRenderer
-from server.hermes.tools import ParsedCall
+from server.serving.encode import Collected, Collector, Encoder, walk
 from server.serving.engine_source import plan_deltas
-from server.serving.events import (
-    AnswerText,
-    Batch,
-    Failure,
-    Finish,
-    KeepAlive,
-    Logprobs,
-    ReasoningText,
-    ToolCall,
-    Usage,
-)
+from server.serving.events import Batch, Failure, Finish, KeepAlive, Logprobs, Usage
 from server.serving.keepalive import with_keepalive
 from server.serving.output import OutputRouter
 from server.serving.plan import GenerationPlan
+from server.serving.planning import PlanDefaults, plan_task
 from server.serving.record import GenerationObserver, UsageRecord
 from server.serving.tally import Tally
+from server.settings import SamplingDefaults
+from server.task import Task
 from server.timeutil import utcnow
 
 T = TypeVar("T")
@@ -52,20 +47,6 @@ def engine_failure(exc: EngineError) -> APIError:
     return APIError(502, f"The model failed to generate: {exc}")
 
 
-@dataclass
-class Collected:
-    """A whole answer: what a non-streamed response is built from."""
-
-    reasoning: str
-    text: str
-    tool_calls: list[ParsedCall]
-    logprobs: list[TokenLogprob]
-    finish: Finish
-    usage: Usage
-    # Pieces in the order the model produced them (APIs whose bodies keep that order).
-    pieces: list[ReasoningText | AnswerText | ToolCall] = field(default_factory=list)
-
-
 class ServingCore:
     def __init__(
         self,
@@ -77,57 +58,57 @@ class ServingCore:
         keepalive_seconds: float,
         timeout_seconds: float | None,
         observer: GenerationObserver | None = None,
+        defaults: PlanDefaults | None = None,
     ) -> None:
         self.engine, self.renderer, self.observer = engine, renderer, observer
         self.prices = (price_prompt, price_completion)
         self.keepalive_seconds = keepalive_seconds
         self.timeout_seconds = timeout_seconds
+        self.defaults = defaults if defaults is not None else PlanDefaults(SamplingDefaults())
 
-    def stream(self, plan: GenerationPlan) -> AsyncIterator[Batch]:
-        """The plan's event batches, with a keep-alive first and whenever nothing comes."""
-        return with_keepalive(_Run(self, plan).batches(first=[KeepAlive()]), self.keepalive_seconds, [KeepAlive()])
+    async def plan(self, task: Task) -> GenerationPlan:
+        """The task's plan (400 for what cannot be generated); reserves nothing."""
+        return await plan_task(self.renderer, self.engine.max_model_len, self.defaults, task)
 
-    async def collect(self, plan: GenerationPlan) -> Collected:
-        """The whole answer; a failure is raised as its APIError."""
-        reasoning: list[str] = []
-        text: list[str] = []
-        pieces: list[ReasoningText | AnswerText | ToolCall] = []
-        logprobs: list[TokenLogprob] = []
-        finish: Finish | None = None
-        usage: Usage | None = None
-        # aclosing: a failure raised from here closes the run first, so its record is made now
-        # rather than whenever the suspended generator is collected.
-        async with contextlib.aclosing(_Run(self, plan).batches()) as batches:
-            async for batch in batches:
-                for ev in batch:
-                    if isinstance(ev, AnswerText):
-                        text.append(ev.text)
-                        pieces.append(ev)
-                    elif isinstance(ev, ReasoningText):
-                        reasoning.append(ev.text)
-                        pieces.append(ev)
-                    elif isinstance(ev, ToolCall):
-                        pieces.append(ev)
-                    elif isinstance(ev, Logprobs):
-                        logprobs.extend(ev.items)
-                    elif isinstance(ev, Finish):
-                        finish = ev
-                    elif isinstance(ev, Usage):
-                        usage = ev
-                    elif isinstance(ev, Failure):
-                        raise ev.error
-        assert finish is not None and usage is not None
-        calls = [p.call for p in pieces if isinstance(p, ToolCall)]
-        return Collected("".join(reasoning), "".join(text), calls, logprobs, finish, usage, pieces)
+    async def open(self, plan: GenerationPlan) -> Generation:
+        """The plan's generation, ready to stream or collect, once the observer has reserved what
+        it may cost (the key's credit: a 402 raised here, before any response is started). The
+        only way to a generation, so no adapter can skip the reservation."""
+        if self.observer is not None:
+            await self.observer.reserve(plan)
+        return Generation(self, plan)
 
 
-class _Run:
+class Generation:
     """One plan on its way through the engine; stoppable by the drain."""
 
     def __init__(self, core: ServingCore, plan: GenerationPlan) -> None:
         self.core, self.plan = core, plan
         self._stop_reason: str | None = None
         self._deadline: _Deadline | None = None
+
+    def events(self) -> AsyncIterator[Batch]:
+        """The event batches of a stream: a keep-alive first and whenever nothing comes."""
+        return with_keepalive(self._batches(first=[KeepAlive()]), self.core.keepalive_seconds, [KeepAlive()])
+
+    def stream(self, enc: Encoder[T]) -> AsyncIterator[T]:
+        """The stream, through the API's encoder."""
+        return walk(self.events(), enc)
+
+    async def replay(self, enc: Encoder[object]) -> None:
+        """The whole answer through the API's encoder (its output is not sent: the encoder keeps
+        what its body needs); a failure is raised as its APIError."""
+        # aclosing: a failure raised from here closes the run first, so its record is made now
+        # rather than whenever the suspended generator is collected.
+        async with contextlib.aclosing(self._batches()) as batches:
+            async for _ in walk(batches, enc, raise_failure=True):
+                pass
+
+    async def collect(self) -> Collected:
+        """The whole answer, gathered."""
+        collector = Collector()
+        await self.replay(collector)
+        return collector.result()
 
     def stop(self, reason: str) -> None:
         """End this generation now (server drain): it fails with a 503, sent in-band on streams,
@@ -139,7 +120,7 @@ class _Run:
     def _stopped(self) -> APIError:
         return APIError(503, "Server is shutting down: generation ended early")
 
-    async def batches(self, first: Batch | None = None) -> AsyncGenerator[Batch, None]:
+    async def _batches(self, first: Batch | None = None) -> AsyncGenerator[Batch, None]:
         core, plan = self.core, self.plan
         loop = asyncio.get_running_loop()
         created, start = utcnow(), time.monotonic()
@@ -212,6 +193,7 @@ class _Run:
             created_at=created,
             model=info.model,
             route=info.route,
+            api=info.api,
             prompt_tokens=u.prompt_tokens,
             completion_tokens=u.completion_tokens,
             reasoning_tokens=u.reasoning_tokens,

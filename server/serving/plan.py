@@ -1,45 +1,22 @@
-"""A request, made API-neutral: the typed, immutable plan the core runs.
+"""A task, planned: the typed, immutable plan the core runs.
 
-Adapters build one with :func:`make_plan` from what they parsed (prompt ids, sampling options,
-reasoning and tool plans); everything Hermes-specific about the run is decided here, once:
+The planner (``serving/planning.py``) builds one with :func:`make_plan` from a task's prompt ids,
+sampling options, reasoning and tool plans; everything Hermes-specific about the run is decided here, once:
 whether the answer's grammar waits for ``</think>``, which thinking-budget mechanism applies, and
 whether ``<think>`` is prefilled.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 from server.engine.base import GenerationOptions
 from server.hermes.constraints import ToolPlan
 from server.hermes.prompt import PromptRenderer
-from server.hermes.reasoning import ReasoningPlan
+from server.task import ReasoningPlan, RequestInfo
 
 # Opens reasoning when a constrained answer must follow it (see make_plan).
 OPEN_THINK = "<think>\n"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
-    """Who asked, through which API: what the usage record and the response ids carry."""
-
-    gen_id: str
-    model: str
-    api: str  # chat | completions | responses | messages
-    route: str
-    streamed: bool
-    key_id: int | None = None
-    credit_limit: float | None = None  # the key's, USD: the generation's cost is held against it
-    referer: str | None = None
-    title: str | None = None
-    user: str | None = None  # the caller's end user (OpenRouter's `user`), recorded as external_user
-    user_agent: str | None = None
-    created: int = 0
-
-    @staticmethod
-    def now() -> int:
-        return int(time.time())
 
 
 @dataclass(frozen=True, slots=True)

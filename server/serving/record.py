@@ -7,6 +7,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
+from server.serving.plan import GenerationPlan
+
 
 @dataclass(slots=True)
 class UsageRecord:
@@ -26,6 +28,7 @@ class UsageRecord:
     streamed: bool
     cancelled: bool
     error: str | None
+    api: str | None = None  # the adapter's declared name
     key_id: int | None = None
     referer: str | None = None
     title: str | None = None
@@ -51,7 +54,12 @@ class Stoppable(Protocol):
 
 class GenerationObserver(Protocol):
     """What the core tells the rest of the server about each generation (the gateway listens:
-    drain needs the running ones, limits and the database the records)."""
+    credit is reserved before one opens, drain needs the running ones, limits and the database
+    the records)."""
+
+    async def reserve(self, plan: GenerationPlan) -> None:
+        """Before a generation opens: hold what it may cost, or refuse it (raise APIError)."""
+        ...
 
     def started(self, run: Stoppable) -> None: ...
 

@@ -64,6 +64,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
         "tpm": _key(env, "--label", "tpm", "--tpm", "50"),
         "credit": _key(env, "--label", "credit", "--credit-limit", "0.00002"),
+        "counter": _key(env, "--label", "counter", "--credit-limit", "0.05"),
     }
     server = start_server(tmp, "gateway", env=env)
     g = Gw(server, env, keys, tmp)
@@ -114,6 +115,21 @@ def test_responses_and_messages_share_keys_and_usage_records(gw: Gw) -> None:
         record = _record(gw, gen_id)
         assert record.status_code == 200 and record.json()["data"]["api_type"] == api
         assert _record(gw, gen_id, "other").status_code == 404
+
+
+def test_counting_tokens_holds_no_credit(gw: Gw) -> None:
+    """count_tokens plans a request and never generates: it holds nothing against the key's credit.
+    Each count below would hold $0.04 (100,000 output tokens at $0.40/M) if it did, so the second
+    of two on a $0.05 key would be refused with 402."""
+    import anthropic
+
+    sdk = anthropic.Anthropic(base_url=gw.server.url, api_key=gw.keys["counter"], max_retries=0, timeout=120)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count me"}]}
+    counts = [sdk.messages.count_tokens(**body, extra_body={"max_tokens": 100_000}).input_tokens for _ in range(2)]
+    assert counts[0] == counts[1] > 0
+    info = httpx.get(gw.server.api_v1 + "/key", headers=_auth(gw.keys["counter"]), timeout=30).json()["data"]
+    assert info["limit_remaining"] == 0.05 and info["usage"] == 0
+    assert sdk.messages.create(**body, max_tokens=4).usage.input_tokens == counts[0]  # a generation still holds and spends
 
 
 def test_revoked_key_stops_working(gw: Gw) -> None:

@@ -8,10 +8,11 @@ import time
 import pytest
 
 from server.gateway.db import Database, hash_key
+from server.gateway.key_limits import KeyLimits
 
 
 def _exercise(db: Database) -> None:
-    row, key = db.create_key("team", credit_limit=5.0, rpm=10)
+    row, key = db.create_key("team", KeyLimits(credit_limit=5.0, rpm=10))
     assert key.startswith("sk-hermes-") and row.key_hash == hash_key(key) and key not in row.hint + row.key_hash
     assert db.find_key(key) is not None and db.find_key(key + "x") is None
     rec = {

@@ -11,6 +11,7 @@ import pytest
 from server.errors import APIError
 from server.gateway.admission import Admission, LocalSlots, SharedSlots
 from server.gateway.db import Database
+from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo, KeyStore, bearer_token
 from server.gateway.limits import Limits
 from server.gateway.metrics import Metrics
@@ -28,7 +29,7 @@ class Clock:
 
 
 def _key(**limits: float | int | None) -> KeyInfo:
-    return KeyInfo(1, "test", "sk-hermes-ab", limits.get("credit"), limits.get("rpm"), limits.get("tpm"))  # type: ignore[arg-type]
+    return KeyInfo(1, "test", "sk-hermes-ab", KeyLimits(limits.get("credit"), limits.get("rpm"), limits.get("tpm")))  # type: ignore[arg-type]
 
 
 def _record(gen_id: str, key_id: int | None = 1, cost: float = 0.5) -> UsageRecord:
@@ -55,17 +56,17 @@ def _record(gen_id: str, key_id: int | None = 1, cost: float = 0.5) -> UsageReco
 
 async def test_keys_found_by_hash_only() -> None:
     db = Database("sqlite://")
-    row, secret = db.create_key("ci", None, 5, None)
+    row, secret = db.create_key("ci", KeyLimits(rpm=5))
     store = KeyStore(db)
     found = await store.authenticate(secret)
-    assert found is not None and found.id == row.id and found.rpm == 5
+    assert found is not None and found.id == row.id and found.limits.rpm == 5
     assert await store.authenticate(secret + "x") is None
     assert bearer_token([(b"authorization", b"Bearer " + secret.encode())]) == secret
     assert bearer_token([(b"authorization", b"Basic abc")]) is None
 
 
 def _keyed(db: Database, **limits: float | int | None) -> KeyInfo:
-    row, _ = db.create_key("ci", limits.get("credit"), limits.get("rpm"), limits.get("tpm"))  # type: ignore[arg-type]
+    row, _ = db.create_key("ci", KeyLimits(limits.get("credit"), limits.get("rpm"), limits.get("tpm")))  # type: ignore[arg-type]
     return KeyInfo.of(row)
 
 
@@ -92,7 +93,7 @@ async def test_tpm_limit_counts_finished_generations(tmp_path: Path) -> None:
     limits = Limits(db, clock)
     key = _keyed(db, tpm=15)
     await limits.check(key)
-    db.add_records([_record("gen-a", key.id, cost=0.0).row()], now=clock.now)  # 10 + 5 tokens
+    limits.record([_record("gen-a", key.id, cost=0.0).row()])  # 10 + 5 tokens
     with pytest.raises(APIError) as exc:
         await limits.check(key)
     assert exc.value.status == 429 and exc.value.reason == "rate_tokens"
@@ -106,7 +107,7 @@ async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_
     clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
     limits = Limits(db, clock)
     key = _keyed(db, credit=1.0)
-    db.add_records([_record("gen-old", key.id, cost=0.6).row()], now=clock.now)
+    limits.record([_record("gen-old", key.id, cost=0.6).row()])
     await limits.check(key)  # 0.6 < 1.0
     prices = (0.001, 0.01)  # USD per prompt / completion token
     await limits.hold_credit(key.id, 1.0, "gen-a", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)  # 0.3 held
@@ -116,13 +117,13 @@ async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_
     with pytest.raises(APIError) as exc:
         await limits.hold_credit(key.id, 1.0, "gen-b", prompt_tokens=10, max_tokens=100, prices=prices, timeout_s=60)
     assert exc.value.message.endswith("can only afford 9.")  # (0.1 - 10 x 0.001) / 0.01
-    db.add_records([_record("gen-a", key.id, cost=0.05).row()], now=clock.now)  # settled below its hold: 0.65 spent
+    limits.record([_record("gen-a", key.id, cost=0.05).row()])  # settled below its hold: 0.65 spent
     await limits.hold_credit(key.id, 1.0, "gen-b", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
     with pytest.raises(APIError):  # 0.65 + 0.3 held: another 0.3 does not fit
         await limits.hold_credit(key.id, 1.0, "gen-c", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
     clock.now += 60 + 600 + 1  # a hold whose process died lapses after its deadline
     await limits.hold_credit(key.id, 1.0, "gen-c", prompt_tokens=100, max_tokens=20, prices=prices, timeout_s=60)
-    db.add_records([_record("gen-c", key.id, cost=0.4).row()], now=clock.now)  # 1.05 spent
+    limits.record([_record("gen-c", key.id, cost=0.4).row()])  # 1.05 spent
     with pytest.raises(APIError) as exc:
         await limits.check(key)
     assert exc.value.status == 402 and exc.value.reason == "credit"
@@ -240,7 +241,7 @@ def test_account_routes_parse_with_the_openrouter_sdk_models(tokenizer) -> None:
     from server.settings import load_settings
 
     db = Database("sqlite://")
-    _, secret = db.create_key("sdk", 5.0, 10, 1000)
+    _, secret = db.create_key("sdk", KeyLimits(5.0, 10, 1000))
     for auth in (True, False):
         settings = load_settings("configs/tiny-cpu.yaml", auth_required=auth)
         app = create_app(settings, engine=FakeEngine(tokenizer), renderer=PromptRenderer(tokenizer), db=db)

@@ -180,7 +180,7 @@ def test_mistakes_in_anthropic_shape(client: TestClient, body: dict, needle: str
 
 def test_x_api_key_auth_and_401_shape(tokenizer, fake: FakeEngine) -> None:
     db = Database("sqlite://")
-    _, key = db.create_key("claude-code", None, None, None)
+    _, key = db.create_key("claude-code")
     settings = load_settings("configs/tiny-cpu.yaml", auth_required=True)
     with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer), db=db)) as c:
         ok = _sdk(c, key).messages.create(model=MODEL, max_tokens=10, messages=HI)

@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from server.errors import APIError
-from server.hermes.reasoning import plan_reasoning
-from server.protocol.requests import ChatRequest
+from server.protocol.requests import ChatRequest, plan_reasoning
 
 
 def plan(default: bool = False, **kw):

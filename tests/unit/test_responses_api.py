@@ -135,8 +135,8 @@ def test_mistakes_name_the_field_in_each_shape(client: TestClient, body: dict, n
 
 def test_store_previous_response_get_delete_per_key(tokenizer, fake: FakeEngine) -> None:
     db = Database("sqlite://")
-    _, alice = db.create_key("alice", None, None, None)
-    _, bob = db.create_key("bob", None, None, None)
+    _, alice = db.create_key("alice")
+    _, bob = db.create_key("bob")
     settings = load_settings("configs/tiny-cpu.yaml", auth_required=True, responses={"store": True})
     with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer), db=db)) as c:
         sdk = _sdk(c, alice)

@@ -10,17 +10,20 @@ from server.engine.base import GenerationOptions
 from server.engine.fake import FakeEngine
 from server.hermes.constraints import ToolPlan
 from server.hermes.prompt import PromptRenderer
-from server.hermes.reasoning import ReasoningPlan
 from server.serving.core import ServingCore
 from server.serving.events import AnswerText, Failure, Finish, KeepAlive, ReasoningText, ToolCall, Usage
-from server.serving.plan import RequestInfo, make_plan
+from server.serving.plan import make_plan
 from server.serving.record import Stoppable, UsageRecord
+from server.task import ReasoningPlan, RequestInfo
 
 
 class Observer:
     def __init__(self) -> None:
         self.running: set[Stoppable] = set()
         self.records: list[UsageRecord] = []
+
+    async def reserve(self, plan) -> None:
+        pass
 
     def started(self, run: Stoppable) -> None:
         self.running.add(run)
@@ -48,10 +51,18 @@ def _plan(renderer: PromptRenderer, reply_tools: bool = False, exclude: bool = F
     return make_plan(renderer, info, [1, 2, 3], GenerationOptions(max_tokens=64, **options), reasoning=reasoning, tools=tools)
 
 
+async def _events(core: ServingCore, plan):
+    return (await core.open(plan)).events()
+
+
+async def _collect(core: ServingCore, plan):
+    return await (await core.open(plan)).collect()
+
+
 async def test_collect_orders_pieces_and_counts_usage(setup) -> None:
     engine, core, observer, renderer = setup
     engine.reply = '<think>\nhmm\n</think>\nSure.<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call><tool_call>\n{"name": "g", "arguments": {}}\n</tool_call>'
-    out = await core.collect(_plan(renderer, reply_tools=True))
+    out = await (await core.open(_plan(renderer, reply_tools=True))).collect()
     kinds = [type(p) for p in out.pieces]
     assert kinds[0] is ReasoningText and AnswerText in kinds and kinds[-1] is ToolCall
     assert out.reasoning == "hmm" and out.text == "Sure."
@@ -66,7 +77,7 @@ async def test_collect_orders_pieces_and_counts_usage(setup) -> None:
 async def test_stream_starts_with_keepalive_and_ends_with_finish_and_usage(setup) -> None:
     engine, core, _, renderer = setup
     engine.reply = "<think>secret</think>Visible answer"
-    batches = [b async for b in core.stream(_plan(renderer, exclude=True, stop=["answer"]))]
+    batches = [b async for b in await _events(core, _plan(renderer, exclude=True, stop=["answer"]))]
     assert batches[0] == [KeepAlive()]
     events = [e for b in batches for e in b]
     assert not any(isinstance(e, ReasoningText) for e in events)  # excluded, still counted
@@ -79,14 +90,14 @@ async def test_stream_starts_with_keepalive_and_ends_with_finish_and_usage(setup
 async def test_failure_is_the_last_event_and_recorded(setup) -> None:
     engine, core, observer, renderer = setup
     engine.fail_after = 2
-    events = [e async for b in core.stream(_plan(renderer)) for e in b]
+    events = [e async for b in await _events(core, _plan(renderer)) for e in b]
     assert isinstance(events[-1], Failure) and events[-1].error.status == 502
     assert observer.records[-1].error and observer.records[-1].finish_reason == "error"
 
 
 async def test_client_gone_cancels_and_records(setup) -> None:
     engine, core, observer, renderer = setup
-    stream = core.stream(_plan(renderer))
+    stream = await _events(core, _plan(renderer))
     async for batch in stream:
         if any(isinstance(e, AnswerText) for e in batch):
             break
@@ -102,11 +113,11 @@ async def test_deadline_ends_a_stalled_engine_with_408(setup, streamed: bool) ->
     core.timeout_seconds = 0.2
     engine.first_token_delay = 30
     if streamed:
-        events = [e async for b in core.stream(_plan(renderer)) for e in b]
+        events = [e async for b in await _events(core, _plan(renderer)) for e in b]
         assert isinstance(events[-1], Failure) and events[-1].error.status == 408
     else:
         with pytest.raises(Exception) as exc:
-            await core.collect(_plan(renderer))
+            await (await core.open(_plan(renderer))).collect()
         assert getattr(exc.value, "status", None) == 408
     assert observer.records[-1].finish_reason == "error" and not engine.running
     await asyncio.sleep(0.01)  # still runnable: the timer's cancellation was taken back
@@ -115,7 +126,7 @@ async def test_deadline_ends_a_stalled_engine_with_408(setup, streamed: bool) ->
 async def test_drain_stop_ends_the_wait_with_503(setup) -> None:
     engine, core, observer, renderer = setup
     engine.first_token_delay = 30
-    pending = asyncio.create_task(core.collect(_plan(renderer)))
+    pending = asyncio.create_task(_collect(core, _plan(renderer)))
     while not observer.running:
         await asyncio.sleep(0.01)
     for run in list(observer.running):
@@ -128,7 +139,7 @@ async def test_drain_stop_ends_the_wait_with_503(setup) -> None:
 async def test_a_generation_within_its_deadline_is_untouched(setup) -> None:
     _engine, core, observer, renderer = setup
     core.timeout_seconds = 0.5
-    out = await core.collect(_plan(renderer))
+    out = await (await core.open(_plan(renderer))).collect()
     assert out.finish.reason == "stop"
     await asyncio.sleep(0.6)  # the timer was cancelled with the generation: nothing fires later
     assert len(observer.records) == 1

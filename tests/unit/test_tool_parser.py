@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.errors import APIError
-from server.hermes.constraints import plan_tools, response_format_constraint
+from server.hermes.constraints import check_output_format, plan_tools
 from server.hermes.parser import ThinkWatch
 from server.hermes.tools import ParsedCall, Text, ToolCallParser, forced_calls_tag, parse_call
-from server.protocol.requests import ChatRequest, ResponseFormat
+from server.protocol.requests import ChatRequest, ResponseFormat, output_format, tool_request
 
 
 def _run(chunks: list[str]) -> tuple[str, list[tuple[str, dict]]]:
@@ -91,8 +91,10 @@ def test_think_watch_reports_the_end_of_reasoning(tokenizer) -> None:
     assert tokenizer.decode(ids[: hit[1]]).endswith("</think>")
 
 
-def _req(**kw) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "x"}], **kw})
+def _req(**kw):
+    """The tools a chat request asks for, as its task carries them."""
+    req = ChatRequest.model_validate({"messages": [{"role": "user", "content": "x"}], **kw})
+    return tool_request(req.tools, req.tool_choice, req.parallel_tool_calls)
 
 
 TOOL = {
@@ -132,6 +134,13 @@ def test_tool_plan_errors(kw: dict, needle: str) -> None:
     with pytest.raises(APIError) as err:
         plan_tools(_req(**kw))
     assert err.value.status == 400 and needle in err.value.message
+
+
+def response_format_constraint(rf: ResponseFormat | None):
+    """The answer's constraint as the task carries it, checked as planning checks it."""
+    fmt = output_format(rf)
+    check_output_format(fmt)
+    return fmt
 
 
 def test_response_format() -> None:

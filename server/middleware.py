@@ -1,13 +1,17 @@
-"""The gateway in front of the routes, as one pure ASGI middleware (not BaseHTTPMiddleware, which
-would break streaming and client-disconnect detection): keys, then limits and admission for
-generation routes, then the request counter."""
+"""The app's middleware, pure ASGI (not BaseHTTPMiddleware, which would break streaming and
+client-disconnect detection): the gateway in front of the routes — keys, then limits and
+admission for generation routes, then the request counter — and the request-body limit.
+
+App wiring, not a gateway part: it puts the gateway's parts (``server/gateway/``) in order on
+the app's state."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.errors import APIError, send_error
+from server.errors import APIError, ErrorShapes
 from server.gateway.keys import KeyInfo, bearer_token
+from server.routes.adapter import label_for
 from server.state import AppState
 
 _ALWAYS_OPEN = ("/health", "/ready")
@@ -15,8 +19,11 @@ _MODEL_LISTINGS = ("/v1/models", "/api/v1/models")
 
 
 class GatewayMiddleware:
-    def __init__(self, app: Any, state: AppState, generation_paths: frozenset[str]) -> None:
-        self.app, self.state, self.generation_paths = app, state, generation_paths
+    def __init__(
+        self, app: Any, state: AppState, errors: ErrorShapes, generation_paths: frozenset[str], labels: list[tuple[str, str]]
+    ) -> None:
+        self.app, self.state, self.errors = app, state, errors
+        self.generation_paths, self.labels = generation_paths, labels
 
     def _open(self, method: str, path: str) -> bool:
         """Paths answered without a key: probes, and by default metrics and the model listings."""
@@ -57,11 +64,11 @@ class GatewayMiddleware:
                 await state.admission.release()
         except APIError as exc:
             state.metrics.rejected.labels(reason=exc.reason or "other").inc()
-            await send_error(send, exc, path)
+            await self.errors.send(send, exc, path)
             status[0] = exc.status
         finally:
             if status[0]:
-                state.metrics.requests.labels(route=_route_label(path), status=str(status[0])).inc()
+                state.metrics.requests.labels(route=label_for(self.labels, path), status=str(status[0])).inc()
 
     async def _authenticate(self, scope: Any) -> KeyInfo | None:
         if not self.state.settings.auth_required:
@@ -73,20 +80,6 @@ class GatewayMiddleware:
         if key is None:
             raise APIError(401, "User not found.", reason="auth")
         return key
-
-
-def _route_label(path: str) -> str:
-    # Bounded label values: model ids and generation ids must not become label values.
-    if "/models" in path:
-        return "models"
-    if "/responses/" in path:
-        return "responses"
-    if path.endswith("/messages/count_tokens"):
-        return "count_tokens"
-    for known in ("chat/completions", "completions", "responses", "messages", "generation", "key"):
-        if path.endswith("/" + known):
-            return known
-    return "other"
 
 
 def _with_headers(send: Any, headers: dict[str, str]) -> Any:
@@ -102,3 +95,41 @@ def _with_headers(send: Any, headers: dict[str, str]) -> Any:
         await send(message)
 
     return wrapped
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit with 413 before reading them whole."""
+
+    def __init__(self, app: Any, max_bytes: int, errors: ErrorShapes) -> None:
+        self.app, self.max_bytes, self.errors = app, max_bytes, errors
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self.errors.send(send, self._error(), scope["path"])
+            return
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self.errors.send(send, self._error(), scope["path"])
+
+    def _error(self) -> APIError:
+        return APIError(413, f"Request body larger than {self.max_bytes} bytes")
+
+
+class _TooLarge(Exception):
+    pass

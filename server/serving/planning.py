@@ -1,0 +1,76 @@
+"""A :class:`~server.task.Task` → the :class:`~server.serving.plan.GenerationPlan` the core runs:
+the prompt rendered (chat template with the thinking prompt and tools, or a raw prompt as is),
+the reasoning and tool plans, the output format checked, the engine options, then ``make_plan``.
+
+The one place every API's request is planned; it reads nothing but the task and the profile's
+defaults, and it holds nothing (credit is held when a generation opens, ``ServingCore.open``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from server.hermes.constraints import ToolPlan, check_output_format, plan_tools
+from server.hermes.params import build_options
+from server.hermes.prompt import PromptRenderer
+from server.serving.plan import GenerationPlan, make_plan
+from server.settings import SamplingDefaults
+from server.task import Task
+
+# Rendering a very long prompt (tens of thousands of tokens) takes long enough to stall other
+# streams; below this many characters it is cheaper to render inline than to hop threads.
+_RENDER_INLINE_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """What the profile decides when a request does not."""
+
+    sampling: SamplingDefaults
+    reasoning_enabled: bool = False
+    keep_cots: bool = False
+
+
+async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: PlanDefaults, task: Task) -> GenerationPlan:
+    reasoning = task.reasoning.resolve(defaults.reasoning_enabled if task.reasoning_default_applies else False)
+    tools: ToolPlan | None = None
+    if task.raw is not None:
+        ids = renderer.encode_prompt(task.raw.text)
+        opens_reasoning, split = task.raw.opens_reasoning, task.raw.split_reasoning
+    else:
+        tools = plan_tools(task.tools)
+        check_output_format(task.output_format)
+        messages = task.messages
+        tool_list = tools.offered
+
+        def render() -> tuple[list[int], bool]:
+            p = renderer.render_chat(messages, tools=tool_list, thinking=reasoning.enabled, keep_cots=defaults.keep_cots)
+            return p.token_ids, p.opens_reasoning
+
+        size = sum(len(str(m.get("content") or "")) for m in messages)
+        ids, opens_reasoning = await asyncio.to_thread(render) if size > _RENDER_INLINE_CHARS else render()
+        split = True
+    whole = task.whole_output_grammar
+    structured = whole or (tools.structured if tools is not None else None) or task.output_format
+    options = build_options(
+        task.sampling,
+        requested_max_tokens=task.max_tokens,
+        prompt_tokens=len(ids),
+        max_model_len=max_model_len,
+        defaults=defaults.sampling,
+        stop_token_ids=renderer.stop_token_ids,
+        vocab_size=renderer.vocab_size,
+        logprobs=task.logprobs,
+        structured=structured,
+    )
+    return make_plan(
+        renderer,
+        task.info,
+        ids,
+        options,
+        reasoning=reasoning,
+        tools=tools,
+        start_in_reasoning=opens_reasoning,
+        split_reasoning=split,
+        grammar_covers_reasoning=whole is not None,
+    )
