@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.bench.runner import make_workload, run_bench  # noqa: E402
+from server.bench.runner import BenchOptions, make_workload, run_bench, targets_of  # noqa: E402
 from server.settings import Settings, load_settings  # noqa: E402
 
 
@@ -111,30 +111,28 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)
         wait_ready(f"http://127.0.0.1:{vllm_port}/health", vllm, vllm_log)
-        result = run_bench(
-            urls=[f"http://127.0.0.1:{vllm_port}/v1", f"http://127.0.0.1:{ours_port}/v1"],
-            keys=[],
-            labels=["vllm", "hermes"],
-            model=s.model.served_name,
+        workload = make_workload(
+            args.prompt_tokens,
+            args.output_tokens,
+            stream=True,
+            reasoning=None,
+            temperature=0.0,
+            fixed_output=True,
+            seed=0,
+            request_timeout=600,
+        )
+        urls = [f"http://127.0.0.1:{vllm_port}/v1", f"http://127.0.0.1:{ours_port}/v1"]
+        opts = BenchOptions(
+            targets=targets_of(urls, [], ["vllm", "hermes"], s.model.served_name),
+            workload=workload,
             concurrency=args.levels,
-            rate=None,
             requests=args.requests,
             duration=1800,
             rounds=args.rounds,
-            workload=make_workload(
-                args.prompt_tokens,
-                args.output_tokens,
-                stream=True,
-                reasoning=None,
-                temperature=0.0,
-                fixed_output=True,
-                seed=0,
-                request_timeout=600,
-            ),
-            slo=(None, None, None),
             warmup=4,
             out=args.out,
         )
+        result = run_bench(opts)
     finally:
         for p in (ours, vllm):
             p.send_signal(signal.SIGTERM)

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.capacity import LAYER_US_PER_TOKEN, MEASURED_STEP_S, decode_table, layer_ceiling  # noqa: E402
-from server.planner import GIB, HERMES_70B, decode_replica, plan  # noqa: E402
+from server.model_shape import HERMES_70B  # noqa: E402
+from server.planner import GIB, decode_replica, plan  # noqa: E402
 from server.settings import load_settings  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "CAPACITY.md"

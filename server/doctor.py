@@ -233,7 +233,8 @@ def _installed_vllm() -> tuple[str, str] | None:
 
 def checkpoint_bytes(settings: Settings) -> float:
     """The checkpoint's size on disk: the planner's weights (all ranks of one replica)."""
-    from server.planner import HERMES_70B, plan
+    from server.model_shape import HERMES_70B
+    from server.planner import plan
 
     p = plan(settings, config=HERMES_70B)  # weights do not depend on the GPUs' memory
     return p.hermes_weight_bytes_per_gpu * settings.engine.tensor_parallel_size * settings.engine.pipeline_parallel_size

@@ -13,12 +13,13 @@ profile, before any engine starts. Pure arithmetic (the figures are computed, no
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.model_shape import HERMES_70B, count_params, dtype_bytes, kv_bytes_per_token
 from server.settings import Settings
+from server.speculative import draft_cost
 
 if TYPE_CHECKING:
     from server.capacity import Replica
@@ -27,22 +28,6 @@ GIB = 1024**3
 # Activations, CUDA graphs and the sampler's buffers per GPU, beyond weights and KV cache
 # (an assumption, stated in the output; vLLM measures the real figure at start-up).
 OVERHEAD_GIB = 2.0
-
-# Hermes-4-70B = Llama-3.1-70B architecture (docs/HERMES4.md), used when the
-# checkpoint is not on disk yet.
-HERMES_70B: dict[str, Any] = {
-    "hidden_size": 8192,
-    "intermediate_size": 28672,
-    "num_hidden_layers": 80,
-    "num_attention_heads": 64,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 128256,
-    "max_position_embeddings": 131072,
-    "tie_word_embeddings": False,
-}
-
-_BYTES = {"bf16": 2, "bfloat16": 2, "float16": 2, "half": 2, "fp16": 2, "auto": 2, "float32": 4, "float": 4, "fp32": 4, "fp8": 1}
 
 
 @dataclass
@@ -78,27 +63,6 @@ def model_config(settings: Settings) -> tuple[dict[str, Any], str]:
     return dict(HERMES_70B), "built-in Hermes-4-70B architecture (checkpoint not downloaded)"
 
 
-def count_params(c: dict[str, Any]) -> tuple[int, int]:
-    """(parameters in the transformer layers, parameters in embeddings + LM head)."""
-    h, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    heads, kv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
-    hd = c.get("head_dim") or h // heads
-    per_layer = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 3 * h * inter + 2 * h
-    embed = c["vocab_size"] * h * (1 if c.get("tie_word_embeddings") else 2) + h
-    return per_layer * layers, embed
-
-
-def kv_bytes_per_token(c: dict[str, Any], kv_bytes: int, tp: int, pp: int = 1) -> tuple[int, int]:
-    """KV cache bytes per token of a model shaped as ``c``: (all ranks, per GPU). K and V for
-    every layer and KV head; per GPU the KV heads split by TP (a KV head is replicated when TP
-    exceeds their number) and the layers by PP."""
-    heads = c["num_attention_heads"]
-    kv_heads = c.get("num_key_value_heads", heads)
-    hd = c.get("head_dim") or c["hidden_size"] // heads
-    layers = c["num_hidden_layers"]
-    return 2 * layers * kv_heads * hd * kv_bytes, 2 * math.ceil(layers / pp) * max(1, kv_heads // tp) * hd * kv_bytes
-
-
 def plan(
     settings: Settings, gpus: int | None = None, gpu_mem_gib: float | None = None, config: dict[str, Any] | None = None
 ) -> Plan:
@@ -110,16 +74,15 @@ def plan(
     layer_params, embed_params = count_params(c)
     quant = (e.quantization or "").lower()
     weight_dtype = "fp8" if "fp8" in quant or "fp8" in settings.model.path.lower() else e.dtype
-    wbytes = _BYTES.get(weight_dtype, 2)
+    wbytes = dtype_bytes(weight_dtype)
     weights = layer_params * wbytes + embed_params * max(wbytes, 2)
     weight_per_gpu = weights / ranks
     kv_dtype = e.kv_cache_dtype if e.kv_cache_dtype != "auto" else e.dtype
-    kv_b = _BYTES.get("fp8" if kv_dtype.startswith("fp8") else kv_dtype, 2)
+    kv_b = dtype_bytes("fp8" if kv_dtype.startswith("fp8") else kv_dtype)
     layers = c["num_hidden_layers"]
     kv_per_token, kv_per_token_gpu = kv_bytes_per_token(c, kv_b, e.tensor_parallel_size, e.pipeline_parallel_size)
-    from server.speculative import draft_cost  # here: speculative uses kv_bytes_per_token above
 
-    draft = draft_cost(e.speculative_config, e.tensor_parallel_size, _BYTES.get(e.dtype, 2), kv_b)
+    draft = draft_cost(e.speculative_config, e.tensor_parallel_size, dtype_bytes(e.dtype), kv_b)
     weight_per_gpu += draft.weight_bytes_per_gpu
     kv_per_token += draft.kv_bytes_per_token
     kv_per_token_gpu += draft.kv_bytes_per_token_per_gpu

@@ -12,22 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.download import find_local, safetensors_header
-from server.planner import kv_bytes_per_token
-
-# Bytes per element of the safetensors dtypes a checkpoint may store.
-_STORED_BYTES = {
-    "F64": 8,
-    "I64": 8,
-    "F32": 4,
-    "I32": 4,
-    "BF16": 2,
-    "F16": 2,
-    "I16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I8": 1,
-    "U8": 1,
-}
+from server.model_shape import dtype_bytes, kv_bytes_per_token
 
 
 @dataclass(frozen=True)
@@ -50,7 +35,7 @@ def _served_weight_bytes(folder: Path, served_bytes: int) -> tuple[float, str]:
             continue
         for name, tensor in read[1].items():
             if name != "__metadata__" and isinstance(tensor, dict):
-                width = min(_STORED_BYTES.get(tensor.get("dtype", ""), 2), served_bytes)
+                width = min(dtype_bytes(str(tensor.get("dtype", ""))), served_bytes)
                 total += math.prod(tensor.get("shape", ())) * width
     if shards:
         return total, "from its safetensors headers"

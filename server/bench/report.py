@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from server.bench.load import Record, completion_rate, longest_retry_after, per_user_tokens_per_s, records_json
+from server.bench.load import Record
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
+from server.bench.record_stats import completion_rate, longest_retry_after, per_user_tokens_per_s, records_json
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
 

@@ -7,6 +7,7 @@ import functools
 import os
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,42 +96,44 @@ async def warm_up(targets: list[Target], workload: Workload, n: int) -> None:
                     raise BenchError(f"{t.label} ({t.url}): warm-up request failed with {rec.error}")
 
 
-def run_bench(
-    *,
-    urls: list[str],
-    keys: list[str],
-    labels: list[str],
-    model: str,
-    concurrency: str | None,
-    rate: str | None,
-    requests: int,
-    duration: float,
-    rounds: int,
-    workload: Workload,
-    slo: tuple[float | None, float | None, float | None],
-    warmup: int,
-    out: Path,
-    sweep: str | None = None,
-    sweep_slo: Slo | None = None,
-    max_level: float = 1024,
-    probe_seconds: float = 30.0,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BenchOptions:
+    """One bench invocation, built once (by the CLI, or a script) and handed to :func:`run_bench`
+    or ``search_run.run_search``."""
+
+    targets: list[Target]
+    workload: Workload
+    concurrency: str | None = None  # closed-loop levels, "1,8,64"
+    rate: str | None = None  # open-loop levels, req/s
+    requests: int = 64  # per level and target
+    duration: float = 300.0  # cap per level and target, seconds
+    rounds: int = 2  # A/B: alternations per level
+    goodput: SLO = field(default_factory=SLO)  # per-request SLO for goodput
+    p90: Slo = field(default_factory=Slo)  # search/sweep: p90 bounds per level
+    warmup: int = 2
+    out: Path = Path("bench-results")
+    sweep: str | None = None  # concurrency | rate: from one stream to saturation
+    max_level: float = 1024  # search/sweep bound
+    probe_seconds: float = 30.0  # search/sweep, rate: seconds of arrivals per level
+
+
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
     """Measure the given levels, or with ``sweep`` (concurrency | rate) from one stream to
-    saturation; each level of a sweep is judged against ``sweep_slo``'s p90 bounds."""
+    saturation; each level of a sweep is judged against the p90 bounds."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    plan = _plan(concurrency, rate, requests, duration, sweep, max_level, probe_seconds)
-    targets = targets_of(urls, keys, labels, model)
-    rounds = max(1, rounds if len(targets) == 2 else 1)
-    slo_obj = SLO(*slo)
+    plan = _plan(opts.concurrency, opts.rate, opts.requests, opts.duration, opts.sweep, opts.max_level, opts.probe_seconds)
+    targets, workload, sweep = opts.targets, opts.workload, opts.sweep
+    sweep_slo = opts.p90 if sweep is not None else None
+    rounds = max(1, opts.rounds if len(targets) == 2 else 1)
     console = Console(stderr=True)
     records: dict[tuple[str, str], list[Record]] = {}
     results: list[dict[str, Any]] = []
 
     async def main() -> None:
-        await warm_up(targets, workload, warmup)
+        await warm_up(targets, workload, opts.warmup)
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:
@@ -150,7 +153,8 @@ def run_bench(
                         records.setdefault((t.label, load.name), []).extend(recs)
                         walls[t.label] = walls.get(t.label, 0.0) + wall
                 level = [
-                    _result(t, load, records.get((t.label, load.name), []), walls[t.label], slo_obj, sweep_slo) for t in targets
+                    _result(t, load, records.get((t.label, load.name), []), walls[t.label], opts.goodput, sweep_slo)
+                    for t in targets
                 ]
                 results.extend(level)
                 load, li = plan.next(load, [r["summary"] for r in level]), li + 1
@@ -166,10 +170,10 @@ def run_bench(
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "targets": {t.label: t.url for t in targets},
-        "model": model,
+        "model": targets[0].model,
         "levels": levels,
         "sweep": sweep,
-        "requests_per_level": requests,
+        "requests_per_level": opts.requests,
         "rounds": rounds,
         "workload": describe(workload.mix),
         "prompt_tokens": str(workload.prompt_tokens),
@@ -178,12 +182,12 @@ def run_bench(
         "stream": workload.stream,
         "reasoning": workload.reasoning,
         "seed": workload.seed,
-        "slo_ms": {"ttft": slo[0], "tpot": slo[1], "e2e": slo[2]},
+        "slo_ms": {"ttft": opts.goodput.ttft_ms, "tpot": opts.goodput.tpot_ms, "e2e": opts.goodput.e2e_ms},
         "sweep_slo": sweep_slo.describe() if sweep_slo else None,
         "client_machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     itl_bound = sweep_slo.itl_p90_ms if sweep_slo else None
-    paths = write_report(out, meta, results, ab, records, itl_p90_ms=itl_bound)
+    paths = write_report(opts.out, meta, results, ab, records, itl_p90_ms=itl_bound)
 
     header, rows = results_table(results)
     table = Table(*header, title="hermes-server bench")

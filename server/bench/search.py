@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from server.bench.load import Record, longest_retry_after, per_user_tokens_per_s
+from server.bench.load import Record
+from server.bench.record_stats import longest_retry_after, per_user_tokens_per_s
 
 MIN_PROBE_REQUESTS = 32
 

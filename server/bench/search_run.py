@@ -10,39 +10,29 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from server.bench.load import Load, Record, Target, Workload, records_json, run_phase
+from server.bench.load import Load, Record, Target, run_phase
 from server.bench.plots import Point, pareto_png
+from server.bench.record_stats import records_json
 from server.bench.report import errors_text, html_image, html_page, html_table, slo_verdict, workload_section
-from server.bench.runner import BenchError, targets_of, warm_up
+from server.bench.runner import BenchError, BenchOptions, warm_up
 from server.bench.search import Probe, SearchResult, Slo, find_max, judge, probe_requests
 from server.bench.usage_stats import token_stats
 from server.bench.workloads import describe, make_specs
 from server.jsonio import dumps
 
 
-def run_search(
-    *,
-    urls: list[str],
-    keys: list[str],
-    labels: list[str],
-    model: str,
-    kind: str,
-    slo: Slo,
-    workload: Workload,
-    limit: float,
-    probe_seconds: float,
-    warmup: int,
-    out: Path,
-) -> dict[str, Any]:
+def run_search(opts: BenchOptions, kind: str) -> dict[str, Any]:
+    """The most load (``kind``: concurrency | rate) each target carries within ``opts.p90``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
+    targets, workload, slo, out = opts.targets, opts.workload, opts.p90, opts.out
+    limit, probe_seconds = opts.max_level, opts.probe_seconds
     if kind not in ("concurrency", "rate"):
         raise BenchError("--find-max takes concurrency or rate")
     if slo.ttft_p90_ms is None and slo.itl_p90_ms is None and slo.e2e_p90_ms is None:
         raise BenchError("--find-max needs at least one of --slo-ttft-p90, --slo-itl-p90, --slo-e2e-p90")
-    targets = targets_of(urls, keys, labels, model)
     console = Console(stderr=True)
     requests: dict[str, list[Record]] = {}
     progress = Progress(
@@ -72,7 +62,7 @@ def run_search(
         return await find_max(measure, kind, limit=limit, on_probe=report)
 
     async def main() -> dict[str, SearchResult]:
-        await warm_up(targets, workload, warmup)
+        await warm_up(targets, workload, opts.warmup)
         with progress:
             return {t.label: await search(t) for t in targets}
 

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
-from server.protocol.requests import Lenient
+from server.protocol.fields import Lenient
 from server.task import ReasoningRequest, RequestInfo, Sampling, Task, ToolRequest, ToolSpec
 from server.task import ToolChoice as Choice
 

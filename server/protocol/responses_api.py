@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
-from server.protocol.requests import (
+from server.protocol.fields import (
     FunctionDef,
     JSONSchemaSpec,
     Lenient,

@@ -12,8 +12,9 @@ import jsonschema
 import pytest
 
 from server.bench import load as load_module
-from server.bench.load import Dist, Load, Record, Spec, Target, Workload, completion_rate, request_body, run_phase
+from server.bench.load import Dist, Load, Record, Spec, Target, Workload, request_body, run_phase
 from server.bench.plots import Point, pareto_front
+from server.bench.record_stats import completion_rate
 from server.bench.report import SLO, errors_text, summarize, write_report
 from server.bench.sweep import LevelPlan, SweepPlan
 from server.bench.usage_stats import token_stats

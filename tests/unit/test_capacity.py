@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server import capacity, planner
+from server.model_shape import HERMES_70B
 from server.settings import load_settings
 from tests.conftest import ROOT
 
@@ -36,7 +37,7 @@ def test_tp2_single_stream_matches_nims_published_itl() -> None:
     """NIM 1.8, Llama-3.3-70B FP8 on 2xH100 at TP 2, 5000 tokens in, 500 out: 18.6 ms per token
     at one stream. The profile of the same layout, through the planner, within 20 %."""
     s = load_settings(ROOT / "configs" / "h100x2-fp8.yaml")
-    p = planner.plan(s, gpus=2, gpu_mem_gib=79.6, config=planner.HERMES_70B)
+    p = planner.plan(s, gpus=2, gpu_mem_gib=79.6, config=HERMES_70B)
     replica, _ = planner.decode_replica(s, p, 5250)
     assert replica is not None
     itl_ms = replica.step_s(1, 5250) * 1000
@@ -45,7 +46,7 @@ def test_tp2_single_stream_matches_nims_published_itl() -> None:
 
 def test_kv_reads_slow_long_contexts() -> None:
     s = load_settings(ROOT / "configs" / "h200x1-fp8.yaml")
-    p = planner.plan(s, gpus=1, gpu_mem_gib=140.4, config=planner.HERMES_70B)
+    p = planner.plan(s, gpus=1, gpu_mem_gib=140.4, config=HERMES_70B)
     replica, _ = planner.decode_replica(s, p, 1)
     assert replica is not None
     assert replica.step_s(32, 100_000) > 1.5 * replica.step_s(32, 1_000)
@@ -53,7 +54,7 @@ def test_kv_reads_slow_long_contexts() -> None:
 
 def test_plan_warns_when_the_api_layer_would_be_the_bottleneck() -> None:
     s = load_settings(ROOT / "configs" / "h100x8-fp8-dp4.yaml")
-    p = planner.plan(s, gpus=8, gpu_mem_gib=79.6, config=planner.HERMES_70B)
+    p = planner.plan(s, gpus=8, gpu_mem_gib=79.6, config=HERMES_70B)
     lines, bottleneck = planner.throughput_report(s, p, 8192, capacity.LAYER_US_PER_TOKEN)
     assert not bottleneck and not any("WARNING" in line for line in lines)  # the profile runs 2 processes
     one = s.model_copy(update={"api_processes": 1})

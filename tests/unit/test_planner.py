@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.planner import GIB, HERMES_70B, count_params, plan, report
+from server.model_shape import HERMES_70B, count_params
+from server.planner import GIB, plan, report
 from server.settings import load_settings
 from tests.conftest import ROOT
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from server.errors import APIError
-from server.protocol.requests import ChatRequest, plan_reasoning
+from server.protocol.fields import plan_reasoning
+from server.protocol.requests import ChatRequest
 
 
 def plan(default: bool = False, **kw):

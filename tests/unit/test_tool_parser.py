@@ -12,7 +12,8 @@ from server.errors import APIError
 from server.hermes.constraints import check_output_format, plan_tools
 from server.hermes.parser import ThinkWatch
 from server.hermes.tools import ParsedCall, Text, ToolCallParser, forced_calls_tag, parse_call
-from server.protocol.requests import ChatRequest, ResponseFormat, output_format, tool_request
+from server.protocol.fields import ResponseFormat, output_format, tool_request
+from server.protocol.requests import ChatRequest
 
 
 def _run(chunks: list[str]) -> tuple[str, list[tuple[str, dict]]]:

@@ -1,0 +1,31 @@
+"""Figures over a run's request records: rates, the longest Retry-After, the records as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from server.bench.load import Record
+
+
+def per_user_tokens_per_s(records: list[Record]) -> float | None:
+    """The median output rate one user sees after the first token (1 / TPOT)."""
+    rates = sorted(1.0 / t for r in records if r.ok and (t := r.tpot))
+    return rates[len(rates) // 2] if rates else None
+
+
+def completion_rate(records: list[Record]) -> float | None:
+    """Requests completed per second between the first and the last completion: in an open loop
+    that keeps up, the offered rate; one that falls behind spreads its completions out. Unlike
+    completions / wall time, it does not count the last requests' own latency against the rate."""
+    ends = sorted(r.start + r.e2e for r in records if r.ok)
+    return (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 2 and ends[-1] > ends[0] else None
+
+
+def longest_retry_after(records: list[Record]) -> float | None:
+    waits = [r.retry_after for r in records if r.retry_after is not None]
+    return max(waits) if waits else None
+
+
+def records_json(records: list[Record]) -> list[dict[str, Any]]:
+    return [asdict(r) | {"tpot": r.tpot} for r in records]
