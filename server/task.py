@@ -158,3 +158,7 @@ class Task:
     logprobs: int | None = None  # alternatives per token; None: no logprobs
     # The profile's reasoning default does not apply (a raw prompt is the caller's own).
     reasoning_default_applies: bool = True
+    # Tools the client offered that this server cannot run (hosted tools): left out, and named.
+    dropped_tools: tuple[str, ...] = ()
+    # A max_tokens over what the context leaves is cut to fit, not refused (see the Messages API).
+    clamp_max_tokens: bool = False

@@ -34,13 +34,16 @@ def context_error(max_model_len: int, prompt_tokens: int, max_tokens: int | None
     )
 
 
-def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int, default: int | None) -> int:
-    """Prompt + output must fit the served context; refuse before anything reaches the engine."""
+def resolve_max_tokens(
+    requested: int | None, prompt_tokens: int, max_model_len: int, default: int | None, clamp: bool = False
+) -> int:
+    """Prompt + output must fit the served context; refuse before anything reaches the engine
+    (``clamp``: a ``requested`` over the room left is cut to it while the prompt itself fits)."""
     room = max_model_len - prompt_tokens
     if requested is not None:
-        if requested > room:
+        if requested > room and not (clamp and room >= 1):
             raise context_error(max_model_len, prompt_tokens, requested)
-        return requested
+        return min(requested, room)
     if room < 1:
         raise context_error(max_model_len, prompt_tokens, None)
     return min(room, default) if default else room
@@ -57,6 +60,7 @@ def build_options(
     vocab_size: int,
     logprobs: int | None = None,
     structured: StructuredOutput | None = None,
+    clamp_max_tokens: bool = False,
 ) -> GenerationOptions:
     def pick(value: float | int | None, default: float | int) -> float:
         return float(default if value is None else value)
@@ -72,7 +76,7 @@ def build_options(
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if any(s == "" for s in stop):
         raise bad_request("stop: empty stop strings are not allowed")
-    max_tokens = resolve_max_tokens(requested_max_tokens, prompt_tokens, max_model_len, defaults.max_tokens)
+    max_tokens = resolve_max_tokens(requested_max_tokens, prompt_tokens, max_model_len, defaults.max_tokens, clamp_max_tokens)
     # top_p 0 keeps no token at all in vLLM (a 400 there); OpenRouter's providers read it as
     # "only the most likely token": greedy.
     greedy = req.top_p == 0

@@ -19,10 +19,19 @@ from server.task import ToolChoice as Choice
 
 
 class ToolDef(Lenient):
+    """A client tool (no ``type``, or ``custom``, with ``input_schema``) or a server tool Anthropic
+    runs itself (``web_search_20250305``, ``code_execution_…``, ``bash_…`` …), which this server
+    leaves out and names in ``X-Hermes-Dropped-Tools``. ``defer_loading`` (tool search) is
+    accepted; such a tool is offered like any other."""
+
     type: str | None = None
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     input_schema: dict[str, Any] | None = None
+
+    @property
+    def runs_on_client(self) -> bool:
+        return self.type in (None, "custom")
 
 
 class ToolChoice(Lenient):
@@ -34,6 +43,8 @@ class ToolChoice(Lenient):
 class Thinking(Lenient):
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, ge=0)
+    # "omitted": thinking blocks come back with an empty ``thinking`` and a signature.
+    display: Literal["summarized", "omitted"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Thinking:
@@ -53,7 +64,7 @@ class OutputConfig(Lenient):
 
 
 class Message(Lenient):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # system: as Claude Code sends it among the turns
     content: str | list[dict[str, Any]]
 
 
@@ -73,14 +84,9 @@ class MessagesRequest(Lenient):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
 
-    @model_validator(mode="after")
-    def _tools(self) -> MessagesRequest:
-        for i, tool in enumerate(self.tools or []):
-            if tool.type not in (None, "custom"):
-                raise ValueError(
-                    f"tools.{i}.type: server tool {tool.type!r} is not supported (only client tools with input_schema)"
-                )
-        return self
+    @property
+    def omit_thinking(self) -> bool:
+        return self.thinking is not None and self.thinking.display == "omitted"
 
     def task(self, info: RequestInfo) -> Task:
         return Task(
@@ -93,11 +99,19 @@ class MessagesRequest(Lenient):
             tools=self.tool_request(),
             max_tokens=self.max_tokens,
             output_format=self.output_format(),
+            dropped_tools=tuple(t.name for t in self.tools or [] if not t.runs_on_client),
+            # Anthropic's clients size max_tokens for a far larger window (Claude Code sends up to
+            # 128,000): cut to what the context leaves rather than refuse every request.
+            clamp_max_tokens=True,
         )
 
     def tool_request(self) -> ToolRequest:
-        tools = tuple(ToolSpec(t.name, t.description, t.input_schema or {"type": "object"}) for t in self.tools or [])
+        offered = [t for t in self.tools or [] if t.runs_on_client]
+        tools = tuple(ToolSpec(t.name, t.description, t.input_schema or {"type": "object"}) for t in offered)
         c = self.tool_choice
+        dropped = {t.name for t in self.tools or [] if not t.runs_on_client}
+        if c is not None and c.type == "tool" and c.name in dropped:
+            raise bad_request(f"tool_choice forces the server tool {c.name!r}, which this server cannot run")
         parallel = c is None or not c.disable_parallel_tool_use
         if c is None or c.type == "auto":
             return ToolRequest(tools, Choice("auto"), parallel)

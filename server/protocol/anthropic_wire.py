@@ -27,11 +27,14 @@ def signature(thinking: str) -> str:
 
 class ContentBlocks:
     """Pieces → content blocks in the order the model produced them: ``thinking``, ``text``,
-    ``tool_use`` (one per call)."""
+    ``tool_use`` (one per call). ``omit_thinking`` (``thinking.display: "omitted"``): a thinking
+    block keeps an empty ``thinking`` and streams no thinking text, only its signature."""
 
-    def __init__(self) -> None:
+    def __init__(self, omit_thinking: bool = False) -> None:
         self.blocks: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
+        self._omit = omit_thinking
+        self._thought: list[str] = []  # the open thinking block's text (signed even when omitted)
 
     def feed(self, piece: Piece) -> list[Event]:
         index = len(self.blocks)
@@ -56,12 +59,14 @@ class ContentBlocks:
             self.blocks.append(self._open)
             out.append(("content_block_start", {"index": index, "content_block": dict(self._open)}))
         index = len(self.blocks) - 1
+        if kind == "thinking":
+            self._thought.append(piece.text)
+            if self._omit:
+                return out
+            delta = {"type": "thinking_delta", "thinking": piece.text}
+        else:
+            delta = {"type": "text_delta", "text": piece.text}
         self._open[kind] += piece.text
-        delta = (
-            {"type": "thinking_delta", "thinking": piece.text}
-            if kind == "thinking"
-            else {"type": "text_delta", "text": piece.text}
-        )
         return [*out, ("content_block_delta", {"index": index, "delta": delta})]
 
     def close(self) -> list[Event]:
@@ -71,7 +76,8 @@ class ContentBlocks:
         index = len(self.blocks) - 1
         out: list[Event] = []
         if block["type"] == "thinking":
-            block["signature"] = signature(block["thinking"])
+            block["signature"] = signature("".join(self._thought))
+            self._thought = []
             out.append(
                 ("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}})
             )
@@ -84,9 +90,9 @@ class MessageEvents:
     stop reason and usage, ``message_stop``; or an ``error`` event. A non-streamed answer replays
     the same events and reads :meth:`message`."""
 
-    def __init__(self, message_id: str, model: str, prompt_tokens: int) -> None:
+    def __init__(self, message_id: str, model: str, prompt_tokens: int, omit_thinking: bool = False) -> None:
         self.id, self.model, self.prompt_tokens = message_id, model, prompt_tokens
-        self.blocks = ContentBlocks()
+        self.blocks = ContentBlocks(omit_thinking)
         self._finish: Finish | None = None
         self._usage: dict[str, Any] | None = None
 

@@ -12,32 +12,27 @@ from pydantic import Field, model_validator
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
 from server.protocol.fields import (
-    FunctionDef,
     JSONSchemaSpec,
     Lenient,
-    NamedToolChoice,
     ResponseFormat,
     SamplingFields,
-    Tool,
     output_format,
     reasoning_request,
     sampling,
-    tool_request,
 )
-from server.task import RequestInfo, Task
+from server.protocol.responses_tools import CUSTOM_INPUT, ToolNames, flatten, forced_hosted
+from server.task import RequestInfo, Task, ToolChoice, ToolRequest
 
 
 class FunctionTool(Lenient):
+    """A tool as the client sends it: ``function``, ``custom``, ``namespace`` (with ``tools``) or a
+    hosted type (see ``responses_tools.py`` for what each becomes)."""
+
     type: str
-    name: str | None = Field(None, min_length=1, max_length=64)
+    name: str | None = Field(None, min_length=1, max_length=128)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
-
-
-class FunctionChoice(Lenient):
-    type: Literal["function"]
-    name: str
 
 
 class TextFormat(Lenient):
@@ -71,7 +66,7 @@ class ResponsesRequest(SamplingFields):
     input: str | list[dict[str, Any]]
     instructions: str | None = None
     tools: list[FunctionTool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     max_output_tokens: int | None = Field(None, ge=1)
@@ -85,35 +80,43 @@ class ResponsesRequest(SamplingFields):
         for name, why in _REFUSED.items():
             if extra.get(name):
                 raise ValueError(f"{name}: {why}")
-        for i, tool in enumerate(self.tools or []):
-            if tool.type != "function":
-                raise ValueError(f"tools.{i}.type: tool type {tool.type!r} is not supported (only 'function' tools)")
-            if not tool.name:
-                raise ValueError(f"tools.{i}.name is required")
         if self.max_tokens is not None:
             raise ValueError("max_tokens: the Responses API calls it max_output_tokens")
         return self
 
-    def task(self, info: RequestInfo, conversation: list[dict[str, Any]]) -> Task:
+    def tool_names(self) -> ToolNames:
+        """The tools as the model will know them (namespaces flattened, hosted tools left out)."""
+        return flatten([t.model_dump(exclude_none=True) for t in self.tools or []])
+
+    def task(self, info: RequestInfo, conversation: list[dict[str, Any]], names: ToolNames) -> Task:
         """The task of this request over ``conversation`` (the stored history, if any, then this
         request's ``input``), with ``instructions`` as the system message."""
         messages = ([{"role": "system", "content": self.instructions}] if self.instructions else []) + conversation
-        choice: Any = self.tool_choice
-        if isinstance(choice, FunctionChoice):
-            choice = NamedToolChoice(function={"name": choice.name})
-        tools = [
-            Tool(function=FunctionDef(name=t.name or "", description=t.description, parameters=t.parameters, strict=t.strict))
-            for t in self.tools or []
-        ]
         return Task(
             info=info,
             messages=messages,
             sampling=sampling(self),
             reasoning=reasoning_request(self),
-            tools=tool_request(tools, choice, self.parallel_tool_calls),
+            tools=ToolRequest(tuple(names.specs), self._choice(names), self.parallel_tool_calls is not False),
             max_tokens=self.max_output_tokens,
             output_format=self.output_format(),
+            dropped_tools=tuple(names.dropped),
         )
+
+    def _choice(self, names: ToolNames) -> ToolChoice:
+        choice = self.tool_choice
+        if not isinstance(choice, dict):
+            return ToolChoice(choice or "auto")
+        hosted = forced_hosted(choice)
+        if hosted is not None:
+            raise bad_request(f"tool_choice forces the hosted tool {hosted!r}, which this server cannot run")
+        if choice.get("type") == "allowed_tools":
+            return ToolChoice("required" if choice.get("mode") == "required" else "auto")
+        name = choice.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad_request("tool_choice.name is required")
+        namespace = choice.get("namespace")
+        return ToolChoice("function", names.model_name(name, namespace if isinstance(namespace, str) else None))
 
     def output_format(self) -> StructuredOutput | None:
         fmt = self.text.format if self.text is not None else None
@@ -142,14 +145,22 @@ def _text(content: Any, where: str) -> str:
     return "".join(out)
 
 
-def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
-    """``input`` (and ``instructions``) → chat-shaped messages: a function call joins the assistant
-    turn it belongs to, its output becomes a ``tool`` message, a reasoning item becomes the
-    ``reasoning`` of the assistant turn that follows it (kept or dropped by the keep-CoT rule)."""
-    messages: list[dict[str, Any]] = []
-    if req.instructions:
-        messages.append({"role": "system", "content": req.instructions})
+def input_messages(req: ResponsesRequest, names: ToolNames | None = None) -> list[dict[str, Any]]:
+    """``input`` (and ``instructions``) → chat-shaped messages: a function or custom tool call
+    joins the assistant turn it belongs to (under the name the model knows it by, ``names``), its
+    output becomes a ``tool`` message, a reasoning item becomes the ``reasoning`` of the assistant
+    turn that follows it (kept or dropped by the keep-CoT rule)."""
     items = [{"type": "message", "role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
+    system = [{"role": "system", "content": req.instructions}] if req.instructions else []
+    messages = system + items_messages(items, names if names is not None else ToolNames())
+    if not any(m["role"] != "system" for m in messages):
+        raise bad_request("input: at least one message is required")
+    return messages
+
+
+def items_messages(items: list[Any], names: ToolNames) -> list[dict[str, Any]]:
+    """Items (a request's input, or a response's output) → chat-shaped messages."""
+    messages: list[dict[str, Any]] = []
     reasoning: list[str] = []
 
     def assistant_turn() -> dict[str, Any]:
@@ -178,16 +189,21 @@ def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
                 turn["content"] += text
             else:
                 messages.append({"role": role, "content": text})
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             name, call_id = item.get("name"), item.get("call_id")
             if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
-                raise bad_request(f"{where}: a function_call needs name and call_id")
-            args = item.get("arguments", "{}")
-            if not isinstance(args, str):
-                args = json.dumps(args)
-            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+                raise bad_request(f"{where}: a {kind} needs name and call_id")
+            namespace = item.get("namespace")
+            if kind == "custom_tool_call":
+                args: Any = json.dumps({CUSTOM_INPUT: _text(item.get("input"), f"{where}.input")})
+            else:
+                args = item.get("arguments", "{}")
+                if not isinstance(args, str):
+                    args = json.dumps(args)
+            model_name = names.model_name(name, namespace if isinstance(namespace, str) else None)
+            call = {"id": call_id, "type": "function", "function": {"name": model_name, "arguments": args}}
             assistant_turn().setdefault("tool_calls", []).append(call)
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise bad_request(f"{where}.call_id is required")
@@ -199,6 +215,4 @@ def input_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
             raise bad_request(f"{where}.type: input item type {kind!r} is not supported")
     if reasoning:  # reasoning with no turn after it: nothing to attach it to
         assistant_turn()
-    if not any(m["role"] != "system" for m in messages):
-        raise bad_request("input: at least one message is required")
     return messages

@@ -4,10 +4,12 @@ answers: a collected answer is the same items, with the events dropped."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from server.constants import random_id
 from server.errors import APIError
+from server.protocol.responses_tools import CUSTOM_INPUT, ClientTool, ToolNames
 from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
 
 Event = tuple[str, dict[str, Any]]  # (type, fields other than type and sequence_number)
@@ -21,7 +23,8 @@ class OutputItems:
     """Pieces → output items in the order the model produced them: consecutive reasoning makes one
     ``reasoning`` item, consecutive text one ``message``, each tool call a ``function_call``."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: ToolNames | None = None) -> None:
+        self.names = names if names is not None else ToolNames()
         self.items: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._text: list[str] = []
@@ -88,26 +91,42 @@ class OutputItems:
         ]
 
     def _call(self, piece: ToolCall) -> list[Event]:
+        """A call, named as the client knows the tool: a ``function_call`` (with its ``namespace``
+        when the tool was in one) or, for a custom tool, a ``custom_tool_call`` with its input."""
         c = piece.call
-        item = {
-            "id": item_id("fc_"),
-            "type": "function_call",
-            "call_id": c.id,
-            "name": c.name,
-            "arguments": "",
-            "status": "in_progress",
-        }
+        tool = self.names.client.get(c.name, ClientTool(c.name))
+        item: dict[str, Any] = {"id": item_id("fc_" if not tool.custom else "ctc_"), "call_id": c.id, "name": tool.name}
+        if tool.namespace is not None:
+            item["namespace"] = tool.namespace
+        if tool.custom:
+            item.update(type="custom_tool_call", input="", status="in_progress")
+            field, value, kind = "input", _custom_input(c.arguments), "custom_tool_call_input"
+        else:
+            item.update(type="function_call", arguments="", status="in_progress")
+            field, value, kind = "arguments", c.arguments, "function_call_arguments"
         self.items.append(item)
         index = len(self.items) - 1
         at = {"item_id": item["id"], "output_index": index}
         added: Event = ("response.output_item.added", {"output_index": index, "item": dict(item)})
-        item.update(arguments=c.arguments, status="completed")
+        item.update({field: value, "status": "completed"})
+        done = {**at, field: value} if tool.custom else {**at, "name": tool.name, "arguments": value}
         return [
             added,
-            ("response.function_call_arguments.delta", {**at, "delta": c.arguments}),
-            ("response.function_call_arguments.done", {**at, "name": c.name, "arguments": c.arguments}),
+            (f"response.{kind}.delta", {**at, "delta": value}),
+            (f"response.{kind}.done", done),
             ("response.output_item.done", {"output_index": index, "item": dict(item)}),
         ]
+
+
+def _custom_input(arguments: str) -> str:
+    """A custom tool's input from the call's arguments (``{"input": "..."}``; anything else whole)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get(CUSTOM_INPUT), str):
+        return str(parsed[CUSTOM_INPUT])
+    return arguments
 
 
 def usage_object(u: Usage) -> dict[str, Any]:

@@ -13,7 +13,10 @@ from fastapi import Request
 from server.protocol.openrouter import generation_id
 from server.serving.plan import GenerationPlan
 from server.state import AppState, app_state
-from server.task import RequestInfo
+from server.task import RequestInfo, Task
+
+# Names the tools a request offered that the server left out (hosted tools it cannot run).
+DROPPED_TOOLS_HEADER = "X-Hermes-Dropped-Tools"
 
 
 def request_info(request: Request, model: str | None, api: str, streamed: bool, user: str | None = None) -> RequestInfo:
@@ -46,3 +49,7 @@ def response_base(state: AppState, plan: GenerationPlan) -> dict[str, Any]:
         "provider": state.settings.provider_name,
         "system_fingerprint": state.fingerprint,
     }
+
+
+def dropped_tools_header(task: Task) -> dict[str, str]:
+    return {DROPPED_TOOLS_HEADER: ", ".join(task.dropped_tools)} if task.dropped_tools else {}

@@ -18,7 +18,7 @@ from server.jsonio import JSONResponse
 from server.protocol.anthropic_api import MessagesRequest
 from server.protocol.anthropic_wire import Event, MessageEvents, anthropic_error_body
 from server.routes.adapter import Adapter
-from server.routes.common import request_info
+from server.routes.common import dropped_tools_header, request_info
 from server.serving.sse import sse, sse_response
 from server.state import AppState, app_state
 from server.task import Task
@@ -36,10 +36,11 @@ class CountTokensRequest(MessagesRequest):
 async def create_message(request: Request, req: MessagesRequest) -> Any:
     state = app_state(request)
     core = state.core()
-    plan = await core.plan(_task(state, req, request))
+    task = _task(state, req, request)
+    plan = await core.plan(task)
     generation = await core.open(plan)
-    enc = MessageEvents(random_id("msg_", 24), plan.info.model, len(plan.prompt_ids))
-    headers = {"X-Generation-Id": plan.info.gen_id, "request-id": plan.info.gen_id}
+    enc = MessageEvents(random_id("msg_", 24), plan.info.model, len(plan.prompt_ids), req.omit_thinking)
+    headers = {"X-Generation-Id": plan.info.gen_id, "request-id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return sse_response(_frames(enc, generation.stream(enc)), headers)
     await generation.replay(enc)

@@ -21,7 +21,8 @@ from server.errors import APIError, bad_request
 from server.gateway.db import StoredResponse
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
-from server.protocol.responses_api import FunctionChoice, ResponsesRequest, input_messages
+from server.protocol.responses_api import ResponsesRequest, input_messages, items_messages
+from server.protocol.responses_tools import ToolNames
 from server.protocol.responses_wire import (
     Event,
     OutputItems,
@@ -32,7 +33,7 @@ from server.protocol.responses_wire import (
     usage_object,
 )
 from server.routes.adapter import Adapter
-from server.routes.common import request_info
+from server.routes.common import dropped_tools_header, request_info
 from server.serving.events import Finish, Piece, Usage
 from server.serving.plan import GenerationPlan
 from server.serving.sse import sse, sse_response
@@ -53,11 +54,13 @@ class _Turn:
     output items, its response object, and what to store. A non-streamed answer replays the same
     events and reads :attr:`final`."""
 
-    def __init__(self, state: AppState, req: ResponsesRequest, plan: GenerationPlan, history: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, state: AppState, req: ResponsesRequest, plan: GenerationPlan, history: list[dict[str, Any]], names: ToolNames
+    ) -> None:
         self.state, self.req, self.plan, self.history = state, req, plan, history
         self.id = item_id("resp_")
         self.created_at = int(plan.info.created)
-        self.items = OutputItems()
+        self.items = OutputItems(names)
         self._finish: Finish | None = None
         self.final: dict[str, Any] | None = None  # the finished response
 
@@ -65,8 +68,7 @@ class _Turn:
         req, options = self.req, self.plan.options
         reasoning = req.reasoning.model_dump(exclude_none=True) if req.reasoning is not None else None
         fmt = req.text.format.model_dump(by_alias=True, exclude_none=True) if req.text and req.text.format else {"type": "text"}
-        choice = req.tool_choice
-        tool_choice: Any = choice.model_dump() if isinstance(choice, FunctionChoice) else (choice or "auto")
+        tool_choice = req.tool_choice or "auto"
         return {
             "id": self.id,
             "object": "response",
@@ -127,13 +129,13 @@ class _Turn:
         settings = self.state.settings.responses
         if self.final is None or not (self.req.store and settings.store):
             return
-        turn = _assistant_turn(self.items.items)
+        turn = items_messages(self.items.items, self.items.names)  # the output, as the next turn's history
         row = StoredResponse(
             id=self.id,
             key_id=self.plan.info.key_id,
             expires_at=utcnow() + dt.timedelta(hours=settings.ttl_hours),
             response=json.dumps(self.final),
-            history=json.dumps([*self.history, *([turn] if turn else [])]),
+            history=json.dumps([*self.history, *turn]),
         )
         await asyncio.to_thread(self.state.db.store_response, row)
 
@@ -144,11 +146,13 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     state = app_state(request)
     core = state.core()
     history = await _previous_history(state, request, req.previous_response_id)
-    conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}))]
-    plan = await core.plan(req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user), conversation))
+    names = req.tool_names()
+    conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}), names)]
+    task = req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user), conversation, names)
+    plan = await core.plan(task)
     generation = await core.open(plan)
-    turn = _Turn(state, req, plan, conversation)
-    headers = {"X-Generation-Id": plan.info.gen_id}
+    turn = _Turn(state, req, plan, conversation, names)
+    headers = {"X-Generation-Id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return sse_response(_frames(turn, generation.stream(turn)), headers)
     await generation.replay(turn)
@@ -190,25 +194,6 @@ async def delete_response(request: Request, response_id: str) -> Any:
     await _owned(state, request, response_id)
     await asyncio.to_thread(state.db.delete_response, response_id)
     return {"id": response_id, "object": "response", "deleted": True}
-
-
-def _assistant_turn(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The response's output as a chat-shaped assistant message (the history a continuation renders)."""
-    text = "".join(p["text"] for it in items if it["type"] == "message" for p in it["content"])
-    reasoning = "".join(p["text"] for it in items if it["type"] == "reasoning" for p in it["content"])
-    calls = [
-        {"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}
-        for it in items
-        if it["type"] == "function_call"
-    ]
-    if not (text or reasoning or calls):
-        return None
-    turn: dict[str, Any] = {"role": "assistant", "content": text}
-    if reasoning:
-        turn["reasoning"] = reasoning
-    if calls:
-        turn["tool_calls"] = calls
-    return turn
 
 
 async def _frames(turn: _Turn, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:

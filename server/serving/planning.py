@@ -8,6 +8,7 @@ defaults, and it holds nothing (credit is held when a generation opens, ``Servin
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from server.hermes.constraints import ToolPlan, check_output_format, plan_tools
@@ -16,6 +17,8 @@ from server.hermes.prompt import PromptRenderer
 from server.serving.plan import GenerationPlan, make_plan
 from server.settings import SamplingDefaults
 from server.task import Task
+
+log = logging.getLogger("hermes.planning")
 
 # Rendering a very long prompt (tens of thousands of tokens) takes long enough to stall other
 # streams; below this many characters it is cheaper to render inline than to hop threads.
@@ -32,6 +35,8 @@ class PlanDefaults:
 
 
 async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: PlanDefaults, task: Task) -> GenerationPlan:
+    if task.dropped_tools:  # names only: no prompt text in the log
+        log.info("tools left out (hosted tools this server cannot run): %s", ", ".join(task.dropped_tools))
     reasoning = task.reasoning.resolve(defaults.reasoning_enabled if task.reasoning_default_applies else False)
     tools: ToolPlan | None = None
     if task.raw is not None:
@@ -62,6 +67,7 @@ async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: Plan
         vocab_size=renderer.vocab_size,
         logprobs=task.logprobs,
         structured=structured,
+        clamp_max_tokens=task.clamp_max_tokens,
     )
     return make_plan(
         renderer,

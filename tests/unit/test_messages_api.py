@@ -163,8 +163,13 @@ def test_model_patterns_map_other_names(client: TestClient) -> None:
         ({"messages": HI}, "max_tokens"),
         ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "messages.0.content.0"),
         (
-            {"max_tokens": 5, "messages": HI, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
-            "web_search_20250305",
+            {
+                "max_tokens": 5,
+                "messages": HI,
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+                "tool_choice": {"type": "tool", "name": "web_search"},
+            },
+            "server tool 'web_search'",
         ),
         ({"max_tokens": 5, "messages": HI, "thinking": {"type": "enabled"}}, "budget_tokens"),
         ({"max_tokens": 5, "messages": HI, "tool_choice": {"type": "tool", "name": "nope"}, "tools": [TOOL]}, "nope"),
@@ -176,6 +181,30 @@ def test_mistakes_in_anthropic_shape(client: TestClient, body: dict, needle: str
         assert r.status_code == 400, r.text
         err = r.json()
         assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error" and needle in err["error"]["message"]
+
+
+def test_what_claude_code_sends_is_accepted(client: TestClient, fake: FakeEngine) -> None:
+    """Claude Code's defaults: a server tool (left out, named in a header), a system turn among
+    the messages, thinking shown as omitted (an empty thinking block with a signature),
+    context_management, a defer_loading tool, and a max_tokens over the context (cut to fit)."""
+    fake.reply = "<think>secret plan</think>Done."
+    body = {
+        "model": MODEL,
+        "max_tokens": 10_000_000,
+        "messages": [*HI, {"role": "system", "content": [{"type": "text", "text": "Environment: linux"}]}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}, {**TOOL, "defer_loading": True}],
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+    }
+    r = client.post("/v1/messages", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Hermes-Dropped-Tools"] == "web_search"
+    thinking, text = r.json()["content"]
+    assert thinking["type"] == "thinking" and thinking["thinking"] == "" and thinking["signature"]
+    assert text == {"type": "text", "text": "Done."}
+    streamed = client.post("/v1/messages", json={**body, "stream": True}).text
+    assert "secret" not in streamed and "signature_delta" in streamed
+    assert '"text_delta","text":"Done"' in streamed
 
 
 def test_x_api_key_auth_and_401_shape(tokenizer, fake: FakeEngine) -> None:

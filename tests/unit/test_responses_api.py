@@ -113,10 +113,67 @@ def test_parse_with_a_pydantic_format(client: TestClient, fake: FakeEngine) -> N
     assert fake.last_options.structured.json_schema is not None
 
 
+def test_what_codex_sends_is_accepted(client: TestClient, fake: FakeEngine) -> None:
+    """Codex's defaults: a namespace of function tools (flattened for the model, the call comes
+    back under the tool's own name and namespace), a hosted web_search tool (left out, named in a
+    header), developer messages, store false, include, prompt_cache_key, client_metadata; a
+    custom tool's call comes back as a custom_tool_call with its input."""
+    fn = {"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}
+    tools = [
+        {"type": "function", "name": "exec_command", "strict": False, "parameters": {"type": "object", "properties": {}}},
+        {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [fn]},
+        {
+            "type": "custom",
+            "name": "apply_patch",
+            "description": "Patch files.",
+            "format": {"type": "grammar", "definition": "x"},
+        },
+        {"type": "web_search", "external_web_access": False},
+    ]
+    body = {
+        "model": MODEL,
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Go"}]},
+        ],
+        "tools": tools,
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+        "reasoning": {"summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "session-1",
+        "client_metadata": {"turn": "1"},
+    }
+    fake.reply = '<tool_call>\n{"name": "multi_agent_v1.close_agent", "arguments": {"id": "a1"}}\n</tool_call>'
+    r = client.post("/v1/responses", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Hermes-Dropped-Tools"] == "web_search"
+    (call,) = [it for it in r.json()["output"] if it["type"] == "function_call"]
+    assert (call["name"], call["namespace"], json.loads(call["arguments"])) == ("close_agent", "multi_agent_v1", {"id": "a1"})
+    fake.reply = '<tool_call>\n{"name": "apply_patch", "arguments": {"input": "*** Begin Patch"}}\n</tool_call>'
+    (custom,) = [it for it in client.post("/v1/responses", json=body).json()["output"] if it["type"] == "custom_tool_call"]
+    assert (custom["name"], custom["input"]) == ("apply_patch", "*** Begin Patch")
+    # The next turn sends both calls back with their outputs: rendered under the model's names.
+    fake.reply = "Both done."
+    history = [
+        {**call, "type": "function_call"},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "closed"},
+        custom,
+        {"type": "custom_tool_call_output", "call_id": custom["call_id"], "output": "patched"},
+    ]
+    r = client.post("/v1/responses", json={**body, "input": body["input"] + history})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"][-1]["content"][0]["text"] == "Both done."
+    assert fake.last_prompt is not None
+    prompt = fake.tokenizer.decode(fake.last_prompt)
+    assert '"name": "multi_agent_v1.close_agent"' in prompt and "patched" in prompt and "*** Begin Patch" in prompt
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"input": "Hi", "tools": [{"type": "web_search"}]}, "web_search"),
+        ({"input": "Hi", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}, "hosted tool 'web_search'"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input.0.content.0"),
         ({"input": "Hi", "max_tokens": 5}, "max_output_tokens"),
         ({"input": "Hi", "background": True}, "background"),
