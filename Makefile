@@ -7,9 +7,10 @@ PORT ?=
 PROFILE ?=
 TINY := models/tiny-hermes
 TINY_PLAIN := models/tiny-hermes-plain
+TINY_AGENT := models/tiny-hermes-agent
 PYTEST_ARGS ?=
 
-.PHONY: setup tiny-model serve test lint typecheck unit e2e clean
+.PHONY: setup tiny-model agents serve test lint typecheck unit e2e clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -17,6 +18,11 @@ setup:
 tiny-model: setup
 	@$(PY) scripts/make_tiny_model.py --if-needed --out $(TINY)
 	@$(PY) scripts/make_tiny_model.py --if-needed --plain-think --out $(TINY_PLAIN)
+	@$(PY) scripts/make_agent_model.py --if-needed --out $(TINY_AGENT)
+
+# Claude Code, Codex CLI and Hermes Agent for the agent tests, installed once into .cache/agents.
+agents:
+	@bash scripts/install_agents.sh
 
 # GPUs: the profile that fits them best (hermes-server pick-profile); no GPU: the tiny model on
 # 127.0.0.1:8000. PROFILE=name picks configs/name.yaml.
@@ -42,12 +48,12 @@ typecheck: setup
 unit: tiny-model
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-e2e: tiny-model
+e2e: tiny-model agents
 	$(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 test:
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup tiny-model lint typecheck && \
+	$(MAKE) --no-print-directory setup tiny-model agents lint typecheck && \
 	$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS); status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s, exit $$status"; exit $$status
 

@@ -1,0 +1,179 @@
+"""Coding agents, unmodified, against the server: Claude Code through Anthropic Messages, Codex CLI
+through the Responses API, Hermes Agent through chat completions (its OpenRouter provider).
+
+The real CLIs (installed once into .cache/agents by scripts/install_agents.sh) run in a temporary
+HOME with telemetry off, configured only with the server's URL and a key, as the README's "Coding
+agents" section says. The model is the scripted checkpoint (scripts/make_agent_model.py): with an
+agent's marker word in the prompt it calls that agent's own shell tool with ``echo Tanzania``, and
+once the tool's result is in the conversation it answers ``The command printed Tanzania.``; with
+no marker it answers ``Hello from the scripted model!`` The real engine, tokenizer, template,
+tool parser and each API's encoder run. One server serves every agent test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, RunningServer, start_server, stop_server
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = ROOT / ".cache" / "agents"
+CLAUDE = AGENTS / "node_modules" / ".bin" / "claude"
+CODEX = AGENTS / "node_modules" / ".bin" / "codex"
+HERMES = AGENTS / "hermes-venv" / "bin" / "hermes"
+MODEL = "nousresearch/hermes-4-70b"
+DONE = "The command printed Tanzania."
+PLAIN = "Hello from the scripted model!"
+
+
+def _agents_or_skip() -> None:
+    unavailable = AGENTS / "UNAVAILABLE"
+    if unavailable.exists():
+        pytest.skip(unavailable.read_text().strip())
+    missing = [p.name for p in (CLAUDE, CODEX, HERMES) if not p.exists()]
+    assert not missing, f"agents not installed ({missing}): run `make agents`"
+
+
+class AgentServer:
+    def __init__(self, server: RunningServer, key: str, db_url: str) -> None:
+        self.server, self.key, self.db_url = server, key, db_url
+
+    def finishes(self) -> list[tuple[str | None, str | None]]:
+        """(api, finish_reason) of every recorded generation, oldest first."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT api, finish_reason FROM generations ORDER BY created_at")).all()
+        engine.dispose()
+        return [(r[0], r[1]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    _agents_or_skip()
+    tmp = tmp_path_factory.mktemp("agents")
+    db_url = f"sqlite:///{tmp / 'hermes.db'}"
+    env = {
+        "HERMES_DATABASE_URL": db_url,
+        "HERMES_AUTH_REQUIRED": "true",
+        "HERMES_MODEL__PATH": "models/tiny-hermes-agent",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "server.cli", "keys", "create", "--label", "agents"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    server = start_server(tmp, "agents", env=env)
+    yield AgentServer(server, made.stdout.strip().splitlines()[-1], db_url)
+    stop_server(server)
+
+
+def _run(cmd: list[str], home: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """An agent run as a user would start it: its own HOME and working folder, no terminal."""
+    home.mkdir(parents=True, exist_ok=True)
+    work = home / "work"
+    work.mkdir(exist_ok=True)
+    base = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb"}
+    return subprocess.run(
+        cmd, cwd=work, env={**base, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def _claude(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
+    env = {
+        "ANTHROPIC_BASE_URL": agent_server.server.url,
+        "ANTHROPIC_API_KEY": agent_server.key,
+        "ANTHROPIC_MODEL": MODEL,
+        "ANTHROPIC_SMALL_FAST_MODEL": MODEL,
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    cmd = [str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
+    run = _run(cmd, home, env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return _json_lines(run.stdout)
+
+
+def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, tmp_path: Path) -> None:
+    plain = _claude(agent_server, tmp_path / "plain", "Say hello")
+    assert plain[-1]["type"] == "result" and plain[-1]["result"] == PLAIN
+    events = _claude(agent_server, tmp_path / "tool", "Check the weather in Uruguay")
+    calls = [b for e in events if e["type"] == "assistant" for b in e["message"]["content"] if b["type"] == "tool_use"]
+    assert [(c["name"], c["input"]) for c in calls] == [("Bash", {"command": "echo Tanzania"})]
+    results = [b for e in events if e["type"] == "user" for b in e["message"]["content"] if b["type"] == "tool_result"]
+    assert [r["content"] for r in results] == ["Tanzania"] and not results[0]["is_error"]
+    assert events[-1]["type"] == "result" and events[-1]["result"] == DONE
+
+
+def _codex(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
+    (home / ".codex").mkdir(parents=True, exist_ok=True)
+    (home / ".codex" / "config.toml").write_text(codex_config(agent_server.server.v1))
+    cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", prompt]
+    run = _run(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return _json_lines(run.stdout)
+
+
+def codex_config(base_url: str) -> str:
+    """The provider block the README gives for Codex (wire_api = "responses")."""
+    return f"""model = "{MODEL}"
+model_provider = "hermes"
+
+[model_providers.hermes]
+name = "hermes-server"
+base_url = "{base_url}"
+env_key = "HERMES_API_KEY"
+wire_api = "responses"
+"""
+
+
+def test_codex_answers_and_runs_its_exec_command_tool(agent_server: AgentServer, tmp_path: Path) -> None:
+    plain = _codex(agent_server, tmp_path / "plain", "Say hello")
+    assert [e["item"]["text"] for e in plain if e.get("item", {}).get("type") == "agent_message"] == [PLAIN]
+    events = _codex(agent_server, tmp_path / "tool", "Check the weather in Mongolia")
+    done = [e["item"] for e in events if e["type"] == "item.completed"]
+    commands = [i for i in done if i["type"] == "command_execution"]
+    assert len(commands) == 1 and "echo Tanzania" in commands[0]["command"]
+    assert commands[0]["exit_code"] == 0 and commands[0]["aggregated_output"].strip() == "Tanzania"
+    assert [i["text"] for i in done if i["type"] == "agent_message"] == [DONE]
+    assert events[-1]["type"] == "turn.completed"
+
+
+def _hermes(agent_server: AgentServer, home: Path, prompt: str) -> str:
+    env = {"OPENROUTER_BASE_URL": agent_server.server.api_v1, "OPENROUTER_API_KEY": agent_server.key}
+    run = _run([str(HERMES), "-z", prompt, "--provider", "openrouter", "-m", MODEL], home, env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout.strip()
+
+
+def test_hermes_agent_answers_and_runs_its_terminal_tool(agent_server: AgentServer, tmp_path: Path) -> None:
+    assert _hermes(agent_server, tmp_path / "plain", "Say hello").splitlines()[-1] == PLAIN
+    before = len(agent_server.finishes())
+    assert _hermes(agent_server, tmp_path / "tool", "Check the weather in Fiji").splitlines()[-1] == DONE
+    # Its turns, as the server recorded them: the call to `terminal`, then the answer that only
+    # follows a tool result in the conversation (the agent ran the command and sent its output).
+    assert agent_server.finishes()[before:] == [("chat", "tool_calls"), ("chat", "stop")]
