@@ -12,6 +12,7 @@ is why streamed calls are emitted when complete, not token by token.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,9 +127,9 @@ class ToolCallParser:
 
     def finish(self) -> list[Text | ParsedCall]:
         out: list[Text | ParsedCall] = []
-        if self._call is not None:  # unclosed (e.g. max_tokens): what the model wrote, as text
-            self._text(OPEN + self._call, out)
-            self._call = None
+        # An unclosed call (cut by max_tokens, or the model stopped inside it) is dropped: it is
+        # not a call the client could run, and as text it would hand the client raw markup.
+        self._call = None
         self._text(self._buf, out)
         self._buf = ""
         ws = self._spacing.flush()
@@ -145,27 +146,40 @@ class ToolCallParser:
 # ---- forcing calls through the engine's grammar (xgrammar structural tags) --------------------
 
 
-def _call_tags(tool: dict[str, Any], constrained: bool) -> list[dict[str, Any]]:
-    """The grammar of one call to ``tool``, in both key orders: ``name`` first (Hermes 4's own
-    layout) or ``arguments`` first (what older Hermes-format prompts teach). Forcing one order
-    would push a model that writes the other into whatever name the grammar allows."""
-    fn = tool["function"]
+def _call_tags(tools: list[dict[str, Any]], constrained: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The grammar of a call to any of ``tools``, in both key orders: ``name`` first (Hermes 4's
+    own layout; one tag per tool) or ``arguments`` first (what older Hermes-format prompts teach).
+    Forcing one order would push a model that writes the other into whatever name the grammar
+    allows. Arguments-first calls all begin alike, so they are one tag whose content is a choice,
+    per tool, of its arguments followed by its name: separate tags with the same beginning would
+    leave the grammar to pick one tool's schema before the name says which tool it is (a
+    non-strict tool's arguments were then forced to a strict tool's shape, or to ``{}``)."""
+    name_first, arguments_first = [], []
+    for tool in tools:
+        fn = tool["function"]
+        name = json.dumps(fn["name"])
+        arguments = _arguments_format(fn, constrained(tool))
+        name_first.append(
+            {"type": "tag", "begin": f'{OPEN}\n{{"name": {name}, "arguments": ', "content": arguments, "end": f"}}\n{CLOSE}"}
+        )
+        named = {"type": "const_string", "value": f', "name": {name}'}
+        arguments_first.append({"type": "sequence", "elements": [arguments, named]})
+    either = {"type": "or", "elements": arguments_first}
+    return [*name_first, {"type": "tag", "begin": f'{OPEN}\n{{"arguments": ', "content": either, "end": f"}}\n{CLOSE}"}]
+
+
+def _arguments_format(fn: dict[str, Any], constrained: bool) -> dict[str, Any]:
     schema = fn.get("parameters") or {"type": "object", "properties": {}}
-    name = json.dumps(fn["name"])
     # Like the engine-wide disable_any_whitespace for plain JSON schemas, which structural tags
     # do not inherit: unbounded whitespace would let a hesitant model never finish.
-    content = {"type": "json_schema", "json_schema": schema if constrained else {"type": "object"}, "max_whitespace_cnt": 1}
-    return [
-        {"type": "tag", "begin": f'{OPEN}\n{{"name": {name}, "arguments": ', "content": content, "end": f"}}\n{CLOSE}"},
-        {"type": "tag", "begin": f'{OPEN}\n{{"arguments": ', "content": content, "end": f', "name": {name}}}\n{CLOSE}'},
-    ]
+    return {"type": "json_schema", "json_schema": schema if constrained else {"type": "object"}, "max_whitespace_cnt": 1}
 
 
 def forced_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
     """Only tool calls (at least one; one if not parallel), each with schema-valid arguments."""
     fmt = {
         "type": "tags_with_separator",
-        "tags": [tag for t in tools for tag in _call_tags(t, True)],
+        "tags": _call_tags(tools, lambda _: True),
         "separator": "\n",
         "at_least_one": True,
         "stop_after_first": not parallel,
@@ -178,7 +192,7 @@ def strict_calls_tag(tools: list[dict[str, Any]], parallel: bool) -> str:
     fmt = {
         "type": "triggered_tags",
         "triggers": [OPEN],
-        "tags": [tag for t in tools for tag in _call_tags(t, bool(t["function"].get("strict")))],
+        "tags": _call_tags(tools, lambda t: bool(t["function"].get("strict"))),
         "at_least_one": False,
         "stop_after_first": not parallel,
     }

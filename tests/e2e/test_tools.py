@@ -121,7 +121,7 @@ def test_json_object_mode(client) -> None:
     assert isinstance(json.loads(r.choices[0].message.content), dict) and r.choices[0].finish_reason == "stop"
 
 
-def test_malformed_calls_come_back_as_content(client) -> None:
+def test_malformed_calls_come_back_as_content_and_cut_calls_are_dropped(client) -> None:
     bad = {"regex": '<tool_call>\\n\\{"name": "get_weather", oops\\}\\n</tool_call>'}
     r = _ask(client, tools=TOOLS, extra_body={"structured_outputs": bad})
     assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason == "stop"
@@ -129,7 +129,7 @@ def test_malformed_calls_come_back_as_content(client) -> None:
     unclosed = {"regex": '<tool_call>\\n\\{"name": "get_weather", "arguments": \\{"city": "[a-z]{60}"\\}\\}\\n</tool_call>'}
     r = _ask(client, tools=TOOLS, max_tokens=8, extra_body={"structured_outputs": unclosed})
     assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason == "length"
-    assert r.choices[0].message.content.startswith("<tool_call>")
+    assert r.choices[0].message.content == ""  # a call cut by max_tokens never reaches the client as markup
 
 
 def test_bad_schema_and_unknown_tool_are_400(client) -> None:

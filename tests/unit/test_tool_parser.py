@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from server.errors import APIError
 from server.hermes.constraints import check_output_format, plan_tools
 from server.hermes.parser import ThinkWatch
-from server.hermes.tools import ParsedCall, Text, ToolCallParser, forced_calls_tag, parse_call
+from server.hermes.tools import ParsedCall, Text, ToolCallParser, forced_calls_tag, parse_call, strict_calls_tag
 from server.protocol.fields import ResponseFormat, output_format, tool_request
 from server.protocol.requests import ChatRequest
 
@@ -50,12 +50,56 @@ def test_hostile_strings_inside_arguments() -> None:
         "<tool_call>\n{not json}\n</tool_call>",
         '<tool_call>\n{"arguments": {}}\n</tool_call>',  # no name
         '<tool_call>\n["name", "x"]\n</tool_call>',
-        '<tool_call>\n{"name": "f", "arguments": {"a": 1}',  # unclosed at max_tokens
     ],
 )
 def test_malformed_output_stays_content(raw: str) -> None:
     text, calls = _run([raw])
     assert calls == [] and text == raw
+
+
+def test_a_call_cut_short_is_dropped_not_sent_as_markup() -> None:
+    """A second (parallel) call cut by max_tokens, or a lone one: never raw markup in the answer."""
+    first = _call("get_weather", {"city": "Paris"})
+    text, calls = _run(["Checking.", first, '\n<tool_call>\n{"name": "get_weather", "arguments": {'])
+    assert text == "Checking." and calls == [("get_weather", {"city": "Paris"})]
+    assert _run(['<tool_call>\n{"name": "f", "arguments": {"a": 1}']) == ("", [])
+
+
+def test_call_grammar_takes_either_key_order_for_strict_and_plain_tools(tokenizer) -> None:
+    """Arguments-first calls all begin alike: one grammar tag chooses the tool by its arguments and
+    name together, so a non-strict tool's arguments written first are kept (not forced into a
+    strict tool's shape or to {}), while a strict tool's arguments still follow its schema."""
+    import xgrammar as xgr
+
+    strict = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    loose = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}}},
+    }
+    tag = json.loads(strict_calls_tag([strict, loose], parallel=True))
+    begins = [t["begin"] for t in tag["format"]["tags"]]
+    assert len(begins) == len(set(begins))  # no two tags the grammar could confuse
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=128256)
+    grammar = xgr.GrammarCompiler(info).compile_structural_tag(json.dumps(tag))
+
+    def accepted(text: str) -> bool:
+        return bool(xgr.GrammarMatcher(grammar).accept_string(text))
+
+    assert accepted("Sure. " + _call("lookup", {"q": 1}, args_first=True))
+    assert accepted(_call("lookup", {"q": 1})) and accepted(_call("get_weather", {"city": "Oslo"}, args_first=True))
+    assert not accepted(_call("get_weather", {"town": "Oslo"}, args_first=True))
 
 
 def test_arguments_as_json_string_and_missing() -> None:
@@ -160,7 +204,9 @@ def test_forced_tag_names_each_tool() -> None:
     tag = json.loads(forced_calls_tag([TOOL], parallel=True))
     name_first, args_first = tag["format"]["tags"]
     assert name_first["begin"].startswith('<tool_call>\n{"name": "get_weather"') and name_first["end"] == "}\n</tool_call>"
-    assert args_first["begin"] == '<tool_call>\n{"arguments": ' and args_first["end"] == ', "name": "get_weather"}\n</tool_call>'
+    assert args_first["begin"] == '<tool_call>\n{"arguments": ' and args_first["end"] == "}\n</tool_call>"
+    (only,) = args_first["content"]["elements"]  # per tool: its arguments, then its name
+    assert only["elements"][1] == {"type": "const_string", "value": ', "name": "get_weather"'}
 
 
 # ---- through the routes (fake engine) --------------------------------------------------------
