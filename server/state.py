@@ -3,6 +3,7 @@ the one readiness check and the one model-name check every route uses."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from server.gateway.metrics import Metrics
 from server.gateway.stats import RecentStats
 from server.gateway.usage import UsageLog
 from server.hermes.prompt import PromptRenderer
+from server.protocol.sealed import Sealer, new_key
 from server.serving.core import ServingCore
 from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults
@@ -51,6 +53,7 @@ class AppState:
     usage: UsageLog = field(init=False)
     fingerprint: str = field(init=False)
     _core: ServingCore | None = field(default=None, init=False)
+    _sealer: Sealer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         g = self.settings.gateway
@@ -91,6 +94,14 @@ class AppState:
                 defaults=PlanDefaults(s.sampling, s.reasoning.default_enabled, s.reasoning.keep_cots),
             )
         return self._core
+
+    async def reasoning_sealer(self) -> Sealer:
+        """Seals reasoning for stateless Responses clients, with the key every server on this
+        database shares (made on first use)."""
+        if self._sealer is None:
+            key = await asyncio.to_thread(self.db.server_secret, "responses_reasoning", new_key)
+            self._sealer = Sealer(key)
+        return self._sealer
 
     def context_length(self) -> int:
         return self.engine.max_model_len if self.engine is not None else self.settings.engine.max_model_len

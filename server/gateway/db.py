@@ -12,6 +12,7 @@ Keys are random 256-bit tokens, so a plain SHA-256 is the right hash: slow passw
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -34,16 +35,16 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from server.gateway.key_limits import KeyLimits
+from server.gateway.migrate import add_new_columns
 from server.timeutil import utcnow
 
 KEY_PREFIX = "sk-hermes-"
@@ -128,6 +129,15 @@ class GenerationRow(Base):
     user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+class ServerSecret(Base):
+    """A key the server makes once and every process sharing the database uses (e.g. the one
+    that seals reasoning for stateless Responses clients)."""
+
+    __tablename__ = "server_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))  # base64
+
+
 class StoredResponse(Base):
     """A Responses API response kept for ``previous_response_id`` (``store: true``)."""
 
@@ -153,37 +163,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = "IMMEDIATE"
 
 
-def _add_new_columns(engine: Engine) -> None:
-    """Bring a database made by an earlier version up to date. ``create_all`` makes missing tables
-    but never touches existing ones; every column added since is nullable, so an ``ALTER TABLE
-    … ADD COLUMN`` is the whole migration (a migration framework would be more machinery than
-    this additive history needs)."""
-    have = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        if not have.has_table(table.name):
-            continue
-        present = {c["name"] for c in have.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as conn:
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-                    for statement in _BACKFILL.get((table.name, column.name), ()):
-                        conn.execute(text(statement))
-
-
-# Values for the rows a new column finds, where they can be told from the row. A generation's API
-# was its route until the API was recorded; these are the four routes of that time.
-_BACKFILL = {
-    ("generations", "api"): (
-        "UPDATE generations SET api = 'responses' WHERE route LIKE '%/responses'",
-        "UPDATE generations SET api = 'messages' WHERE route LIKE '%/messages'",
-        "UPDATE generations SET api = 'chat' WHERE route LIKE '%/chat/completions'",
-        "UPDATE generations SET api = 'completions' WHERE api IS NULL AND route LIKE '%/completions'",
-    )
-}
-
-
 class Database:
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {}
@@ -197,7 +176,7 @@ class Database:
         if url.startswith("sqlite") and not memory:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
-        _add_new_columns(self.engine)
+        add_new_columns(self.engine, Base.metadata)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         # The in-memory database (tests) is one connection shared by every thread: transactions
         # from two threads must not interleave on it. Files and PostgreSQL pool connections.
@@ -317,6 +296,14 @@ class Database:
         )
         with self.session() as s:
             return [dict(r._mapping) for r in s.execute(q)]
+
+    def server_secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The named secret, made with ``make`` the first time (the first writer wins a race)."""
+        with contextlib.suppress(IntegrityError), self.session() as s:
+            if s.get(ServerSecret, name) is None:
+                s.add(ServerSecret(name=name, value=base64.b64encode(make()).decode()))
+        with self.session() as s:
+            return base64.b64decode(s.get_one(ServerSecret, name).value)
 
     # ---- stored Responses ------------------------------------------------------------------------
     def store_response(self, row: StoredResponse) -> None:

@@ -21,6 +21,7 @@ from server.protocol.fields import (
     sampling,
 )
 from server.protocol.responses_tools import CUSTOM_INPUT, ToolNames, flatten, forced_hosted
+from server.protocol.sealed import Sealer
 from server.task import RequestInfo, Task, ToolChoice, ToolRequest
 
 
@@ -73,6 +74,7 @@ class ResponsesRequest(SamplingFields):
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
+    include: list[str] | None = None  # "reasoning.encrypted_content": reasoning sealed for the next turn
 
     @model_validator(mode="after")
     def _refuse(self) -> ResponsesRequest:
@@ -145,21 +147,22 @@ def _text(content: Any, where: str) -> str:
     return "".join(out)
 
 
-def input_messages(req: ResponsesRequest, names: ToolNames | None = None) -> list[dict[str, Any]]:
+def input_messages(req: ResponsesRequest, names: ToolNames | None = None, sealer: Sealer | None = None) -> list[dict[str, Any]]:
     """``input`` (and ``instructions``) → chat-shaped messages: a function or custom tool call
     joins the assistant turn it belongs to (under the name the model knows it by, ``names``), its
     output becomes a ``tool`` message, a reasoning item becomes the ``reasoning`` of the assistant
     turn that follows it (kept or dropped by the keep-CoT rule)."""
     items = [{"type": "message", "role": "user", "content": req.input}] if isinstance(req.input, str) else req.input
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    messages = system + items_messages(items, names if names is not None else ToolNames())
+    messages = system + items_messages(items, names if names is not None else ToolNames(), sealer)
     if not any(m["role"] != "system" for m in messages):
         raise bad_request("input: at least one message is required")
     return messages
 
 
-def items_messages(items: list[Any], names: ToolNames) -> list[dict[str, Any]]:
-    """Items (a request's input, or a response's output) → chat-shaped messages."""
+def items_messages(items: list[Any], names: ToolNames, sealer: Sealer | None = None) -> list[dict[str, Any]]:
+    """Items (a request's input, or a response's output) → chat-shaped messages. A reasoning item's
+    ``encrypted_content`` is opened with ``sealer`` (its reasoning, sealed by this server)."""
     messages: list[dict[str, Any]] = []
     reasoning: list[str] = []
 
@@ -209,6 +212,13 @@ def items_messages(items: list[Any], names: ToolNames) -> list[dict[str, Any]]:
                 raise bad_request(f"{where}.call_id is required")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": _text(item.get("output"), f"{where}.output")})
         elif kind == "reasoning":
+            sealed = item.get("encrypted_content")
+            if isinstance(sealed, str) and sealed:
+                opened = sealer.open(sealed) if sealer is not None else None
+                if opened is None:
+                    raise bad_request(f"{where}.encrypted_content was not sealed by this server (or was altered)")
+                reasoning.append(opened)
+                continue
             parts = item.get("content") or item.get("summary") or []
             reasoning.append(_text(parts, f"{where}.content"))
         else:

@@ -10,6 +10,7 @@ from typing import Any
 from server.constants import random_id
 from server.errors import APIError
 from server.protocol.responses_tools import CUSTOM_INPUT, ClientTool, ToolNames
+from server.protocol.sealed import Sealer
 from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
 
 Event = tuple[str, dict[str, Any]]  # (type, fields other than type and sequence_number)
@@ -23,8 +24,10 @@ class OutputItems:
     """Pieces → output items in the order the model produced them: consecutive reasoning makes one
     ``reasoning`` item, consecutive text one ``message``, each tool call a ``function_call``."""
 
-    def __init__(self, names: ToolNames | None = None) -> None:
+    def __init__(self, names: ToolNames | None = None, sealer: Sealer | None = None) -> None:
+        """``sealer``: reasoning items also carry their text sealed, as ``encrypted_content``."""
         self.names = names if names is not None else ToolNames()
+        self._sealer = sealer
         self.items: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._text: list[str] = []
@@ -54,6 +57,8 @@ class OutputItems:
         if item["type"] == "reasoning":
             part: dict[str, Any] = {"type": "reasoning_text", "text": text}
             done: Event = ("response.reasoning_text.done", {**at, "text": text})
+            if self._sealer is not None:
+                item["encrypted_content"] = self._sealer.seal(text)
         else:
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             done = ("response.output_text.done", {**at, "text": text, "logprobs": []})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 
@@ -52,4 +53,9 @@ def response_base(state: AppState, plan: GenerationPlan) -> dict[str, Any]:
 
 
 def dropped_tools_header(task: Task) -> dict[str, str]:
-    return {DROPPED_TOOLS_HEADER: ", ".join(task.dropped_tools)} if task.dropped_tools else {}
+    """The tools left out, by name: percent-encoded (a header is ASCII) and at most 1,000
+    characters (the log has them all)."""
+    if not task.dropped_tools:
+        return {}
+    names = ", ".join(quote(name, safe=" _-.:/@+") for name in task.dropped_tools)
+    return {DROPPED_TOOLS_HEADER: names if len(names) <= 1000 else names[:997] + "..."}

@@ -32,6 +32,8 @@ from server.protocol.responses_wire import (
     openai_error_body,
     usage_object,
 )
+from server.protocol.sealed import INCLUDE as INCLUDE_SEALED
+from server.protocol.sealed import Sealer
 from server.routes.adapter import Adapter
 from server.routes.common import dropped_tools_header, request_info
 from server.serving.events import Finish, Piece, Usage
@@ -55,12 +57,18 @@ class _Turn:
     events and reads :attr:`final`."""
 
     def __init__(
-        self, state: AppState, req: ResponsesRequest, plan: GenerationPlan, history: list[dict[str, Any]], names: ToolNames
+        self,
+        state: AppState,
+        req: ResponsesRequest,
+        plan: GenerationPlan,
+        history: list[dict[str, Any]],
+        names: ToolNames,
+        sealer: Sealer | None,
     ) -> None:
         self.state, self.req, self.plan, self.history = state, req, plan, history
         self.id = item_id("resp_")
         self.created_at = int(plan.info.created)
-        self.items = OutputItems(names)
+        self.items = OutputItems(names, sealer if INCLUDE_SEALED in (req.include or []) else None)
         self._finish: Finish | None = None
         self.final: dict[str, Any] | None = None  # the finished response
 
@@ -147,11 +155,12 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     core = state.core()
     history = await _previous_history(state, request, req.previous_response_id)
     names = req.tool_names()
-    conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}), names)]
+    sealer = await state.reasoning_sealer()
+    conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}), names, sealer)]
     task = req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user), conversation, names)
     plan = await core.plan(task)
     generation = await core.open(plan)
-    turn = _Turn(state, req, plan, conversation, names)
+    turn = _Turn(state, req, plan, conversation, names, sealer)
     headers = {"X-Generation-Id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return sse_response(_frames(turn, generation.stream(turn)), headers)

@@ -14,6 +14,9 @@ from server.app import create_app
 from server.engine.fake import FakeEngine
 from server.gateway.db import Database
 from server.hermes.prompt import PromptRenderer
+from server.protocol.responses_api import items_messages
+from server.protocol.responses_tools import ToolNames
+from server.protocol.sealed import Sealer, new_key
 from server.settings import load_settings
 
 MODEL = "nousresearch/hermes-4-70b"
@@ -168,6 +171,36 @@ def test_what_codex_sends_is_accepted(client: TestClient, fake: FakeEngine) -> N
     assert fake.last_prompt is not None
     prompt = fake.tokenizer.decode(fake.last_prompt)
     assert '"name": "multi_agent_v1.close_agent"' in prompt and "patched" in prompt and "*** Begin Patch" in prompt
+
+
+def test_reasoning_sealed_for_a_stateless_client_comes_back(client: TestClient, fake: FakeEngine) -> None:
+    """store false + include reasoning.encrypted_content: the reasoning item carries its text
+    sealed; sent back in the next turn's input it is restored into the prompt; altered, it is a
+    400 naming the item."""
+    fake.reply = "<think>the secret plan</think>Answer."
+    body = {"model": MODEL, "input": "Go", "store": False, "include": ["reasoning.encrypted_content"], "reasoning": {}}
+    first = client.post("/v1/responses", json=body).json()
+    (item,) = [it for it in first["output"] if it["type"] == "reasoning"]
+    sealed = item["encrypted_content"]
+    assert "secret" not in sealed
+    returned = {"type": "reasoning", "id": item["id"], "summary": [], "encrypted_content": sealed}
+    follow = [
+        {"role": "user", "content": "Go"},
+        returned,
+        {"role": "assistant", "content": "Answer."},
+        {"role": "user", "content": "More"},
+    ]
+    fake.reply = "Fine."
+    assert client.post("/v1/responses", json={**body, "input": follow}).status_code == 200
+    plain = client.post("/v1/responses", json={**body, "include": []}).json()
+    assert all("encrypted_content" not in it for it in plain["output"])
+    forged = {**returned, "encrypted_content": sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")}
+    bad = client.post("/v1/responses", json={**body, "input": [forged, {"role": "user", "content": "More"}]})
+    assert bad.status_code == 400 and "input.0.encrypted_content" in bad.json()["error"]["message"]
+    # Opened, it is the reasoning of the assistant turn it came with (rendered when keep_cots is on).
+    sealer = Sealer(new_key())
+    items = [{"type": "reasoning", "encrypted_content": sealer.seal("the plan")}, {"role": "assistant", "content": "A"}]
+    assert items_messages(items, ToolNames(), sealer) == [{"role": "assistant", "content": "A", "reasoning": "the plan"}]
 
 
 @pytest.mark.parametrize(
