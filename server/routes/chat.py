@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from server.engine.base import TokenLogprob
 from server.jsonio import JSONResponse
-from server.protocol.openrouter import ChunkEncoder, chat_logprobs, reasoning_details, usage_block
+from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, chat_logprobs, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
 from server.routes.adapter import Adapter
 from server.routes.common import request_info, response_base
@@ -19,7 +19,6 @@ from server.serving.core import ServingCore
 from server.serving.encode import Collected
 from server.serving.events import Piece, ReasoningText, ToolCall
 from server.serving.plan import GenerationPlan
-from server.serving.sse import sse_response
 from server.state import app_state
 
 PATHS = ("/v1/chat/completions", "/api/v1/chat/completions")
@@ -39,7 +38,8 @@ async def chat_completions(request: Request, req: ChatRequest) -> Any:
     base = response_base(state, plan)
     headers = {"X-Generation-Id": plan.info.gen_id}
     if req.stream:
-        return sse_response(generation.stream(ChunkEncoder(base, _ChatChunks(core, plan))), headers)
+        enc = ChunkEncoder(base, _ChatChunks(core, plan))
+        return generation.sse(generation.stream(enc), headers, KEEPALIVE)
     return JSONResponse(_body(core, plan, base, await generation.collect(), bool(req.logprobs)), headers=headers)
 
 

@@ -15,13 +15,12 @@ from fastapi import APIRouter, Request
 
 from server.engine.base import TokenLogprob
 from server.jsonio import JSONResponse
-from server.protocol.openrouter import ChunkEncoder, completion_logprobs, usage_block
+from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
 from server.routes.adapter import Adapter
 from server.routes.common import request_info, response_base
 from server.serving.events import AnswerText, Piece, ReasoningText
 from server.serving.plan import GenerationPlan
-from server.serving.sse import sse_response
 from server.state import app_state
 
 PATHS = ("/v1/completions", "/api/v1/completions")
@@ -40,7 +39,8 @@ async def completions(request: Request, req: CompletionRequest) -> Any:
     headers = {"X-Generation-Id": plan.info.gen_id}
     want_logprobs = req.logprobs is not None
     if req.stream:
-        return sse_response(generation.stream(ChunkEncoder(base, _CompletionChunks(plan, want_logprobs))), headers)
+        enc = ChunkEncoder(base, _CompletionChunks(plan, want_logprobs))
+        return generation.sse(generation.stream(enc), headers, KEEPALIVE)
     out = await generation.collect()
     choice = {
         "index": 0,

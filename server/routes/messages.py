@@ -19,7 +19,7 @@ from server.protocol.anthropic_api import MessagesRequest
 from server.protocol.anthropic_wire import Event, MessageEvents, anthropic_error_body
 from server.routes.adapter import Adapter
 from server.routes.common import dropped_tools_header, request_info
-from server.serving.sse import sse, sse_response
+from server.serving.sse import sse
 from server.state import AppState, app_state
 from server.task import Task
 
@@ -42,7 +42,7 @@ async def create_message(request: Request, req: MessagesRequest) -> Any:
     enc = MessageEvents(random_id("msg_", 24), plan.info.model, len(plan.prompt_ids), req.omit_thinking)
     headers = {"X-Generation-Id": plan.info.gen_id, "request-id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
-        return sse_response(_frames(enc, generation.stream(enc)), headers)
+        return generation.sse(_frames(enc, generation.stream(enc)), headers, _frame(*enc.keep_alive()[0]), first=False)
     await generation.replay(enc)
     return JSONResponse(enc.message(), headers=headers)
 
@@ -65,11 +65,14 @@ def _task(state: AppState, req: MessagesRequest, request: Request) -> Task:
     return req.task(info)
 
 
+def _frame(name: str, fields: dict[str, Any]) -> bytes:
+    return sse({"type": name, **fields}, event=name)
+
+
 async def _frames(enc: MessageEvents, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    name, fields = enc.start()
-    yield sse({"type": name, **fields}, event=name)
+    yield _frame(*enc.start())
     async for name, fields in events:
-        yield sse({"type": name, **fields}, event=name)
+        yield _frame(name, fields)
 
 
 ADAPTER = Adapter(

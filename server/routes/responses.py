@@ -38,7 +38,7 @@ from server.routes.adapter import Adapter
 from server.routes.common import dropped_tools_header, request_info
 from server.serving.events import Finish, Piece, Usage
 from server.serving.plan import GenerationPlan
-from server.serving.sse import sse, sse_response
+from server.serving.sse import sse
 from server.state import AppState, app_state
 from server.timeutil import utcnow
 
@@ -163,7 +163,7 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     turn = _Turn(state, req, plan, conversation, names, sealer)
     headers = {"X-Generation-Id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
-        return sse_response(_frames(turn, generation.stream(turn)), headers)
+        return generation.sse(_frames(turn, generation.stream(turn)), headers, KEEPALIVE, first=False)
     await generation.replay(turn)
     await turn.keep()
     return JSONResponse(turn.final, headers=headers)

@@ -19,12 +19,12 @@ from server.errors import APIError
 from server.hermes.prompt import PromptRenderer
 from server.serving.encode import Collected, Collector, Encoder, walk
 from server.serving.engine_source import plan_deltas
-from server.serving.events import Batch, Failure, Finish, KeepAlive, Logprobs, Usage
-from server.serving.keepalive import with_keepalive
+from server.serving.events import Batch, Failure, Finish, Logprobs, Usage
 from server.serving.output import OutputRouter
 from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults, plan_task
 from server.serving.record import GenerationObserver, UsageRecord
+from server.serving.sse import SSEResponse, sse_response
 from server.serving.tally import Tally
 from server.settings import SamplingDefaults
 from server.task import Task
@@ -88,12 +88,17 @@ class Generation:
         self._deadline: _Deadline | None = None
 
     def events(self) -> AsyncIterator[Batch]:
-        """The event batches of a stream: a keep-alive first and whenever nothing comes."""
-        return with_keepalive(self._batches(first=[KeepAlive()]), self.core.keepalive_seconds, [KeepAlive()])
+        """The event batches, as the engine makes them."""
+        return self._batches()
 
     def stream(self, enc: Encoder[T]) -> AsyncIterator[T]:
         """The stream, through the API's encoder."""
-        return walk(self.events(), enc)
+        return walk(self._batches(), enc)
+
+    def sse(self, frames: AsyncIterator[bytes], headers: dict[str, str], keepalive: bytes, first: bool = True) -> SSEResponse:
+        """The stream's frames as the HTTP response, with ``keepalive`` (the API's own keep-alive
+        frame) written during silences, and at once when ``first`` (see ``serving/sse.py``)."""
+        return sse_response(frames, headers, keepalive, self.core.keepalive_seconds, first)
 
     async def replay(self, enc: Encoder[object]) -> None:
         """The whole answer through the API's encoder (its output is not sent: the encoder keeps
@@ -120,7 +125,7 @@ class Generation:
     def _stopped(self) -> APIError:
         return APIError(503, "Server is shutting down: generation ended early")
 
-    async def _batches(self, first: Batch | None = None) -> AsyncGenerator[Batch, None]:
+    async def _batches(self) -> AsyncGenerator[Batch, None]:
         core, plan = self.core, self.plan
         loop = asyncio.get_running_loop()
         created, start = utcnow(), time.monotonic()
@@ -135,8 +140,6 @@ class Generation:
         if core.observer is not None:
             core.observer.started(self)
         try:
-            if first is not None:
-                yield first
             while True:
                 if self._stop_reason is not None:
                     raise self._stopped()

@@ -1,56 +1,67 @@
-"""The stream keep-alive wrapper: items in order, None during silences, errors and early close
-passed through, and the source pulled only as fast as the consumer reads."""
+"""The SSE writer's keep-alives: one at once, then only during silences of the interval; frames in
+order; the source read straight from the response's task and closed when the client goes."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import pytest
+from server.serving.sse import SSEResponse
 
-from server.engine.base import EngineDelta
-from server.serving.keepalive import with_keepalive
+TICK = b": tick\n\n"
 
 
-async def _source(delays: list[float], log: list[str], fail_at: int | None = None):
+async def _frames(delays: list[float], log: list[str]):
     try:
         for i, d in enumerate(delays):
             await asyncio.sleep(d)
-            if i == fail_at:
-                raise RuntimeError("engine died")
             log.append(f"made {i}")
-            yield EngineDelta(text=str(i), token_ids=[i])
+            yield f"{i}".encode()
     finally:
         log.append("closed")
 
 
-async def test_items_in_order_with_ticks_in_silences() -> None:
+async def _written(response: SSEResponse) -> list[bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await response.stream_response(send)
+    assert sent[0]["type"] == "http.response.start" and sent[-1] == {
+        "type": "http.response.body",
+        "body": b"",
+        "more_body": False,
+    }
+    return [m["body"] for m in sent[1:-1]]
+
+
+async def test_a_keepalive_at_once_then_only_in_silences() -> None:
     log: list[str] = []
-    out = [d.text if d else None async for d in with_keepalive(_source([0, 0, 0.35, 0], log), 0.1, None)]
-    assert [x for x in out if x is not None] == ["0", "1", "2", "3"]
-    i2 = out.index("2")
-    assert 2 <= out[:i2].count(None) <= 4 and out.index("1") < i2  # ticks only in the 0.35 s gap
-    assert out[-1] == "3" and log[-1] == "closed"
+    body = await _written(SSEResponse(_frames([0, 0, 0.35, 0], log), {}, TICK, 0.1))
+    assert body[0] == TICK  # headers and a first byte before any token
+    frames = [b for b in body if b != TICK]
+    assert frames == [b"0", b"1", b"2", b"3"]
+    gap = body[body.index(b"1") + 1 : body.index(b"2")]
+    assert 2 <= len(gap) <= 4 and set(gap) == {TICK}  # ticks only in the 0.35 s silence
+    assert body.index(b"3") == body.index(b"2") + 1 and log[-1] == "closed"
 
 
-async def test_error_reaches_the_consumer_after_earlier_items() -> None:
+async def test_no_keepalive_while_frames_flow() -> None:
+    body = await _written(SSEResponse(_frames([0.01] * 20, []), {}, TICK, 0.5))
+    assert body.count(TICK) == 1 and body[0] == TICK
+
+
+async def test_a_client_gone_closes_the_source() -> None:
     log: list[str] = []
-    got: list[str] = []
-    with pytest.raises(RuntimeError, match="engine died"):
-        async for d in with_keepalive(_source([0, 0, 0], log, fail_at=2), 1.0, None):
-            if d is not None:
-                got.append(d.text)
-    assert got == ["0", "1"] and log[-1] == "closed"
 
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body") == b"1":
+            raise asyncio.CancelledError  # as the disconnect listener's cancellation arrives
 
-async def test_pulls_only_what_is_read_and_closes_on_early_exit() -> None:
-    log: list[str] = []
-    gen = with_keepalive(_source([0] * 10, log), 1.0, None)
-    first = await gen.__anext__()
-    await asyncio.sleep(0.05)
-    assert first is not None and first.text == "0"
-    assert log == ["made 0"]  # nothing is pulled while the reader is busy: vLLM merges it meanwhile
-    second = await gen.__anext__()
-    await asyncio.sleep(0.05)
-    assert second is not None and second.text == "1" and log == ["made 0", "made 1"]
-    await gen.aclose()
-    assert log[-1] == "closed"
+    response = SSEResponse(_frames([0] * 10, log), {}, TICK, 1.0)
+    task = asyncio.create_task(response.stream_response(send))
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() or task.exception() is not None
+    await response.body_iterator.aclose()  # type: ignore[attr-defined]
+    assert log[-1] == "closed" and "made 2" not in log  # nothing was pulled past what was written
