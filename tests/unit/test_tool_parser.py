@@ -29,6 +29,21 @@ def _call(name: str, args: dict, args_first: bool = False) -> str:
     return "<tool_call>\n" + json.dumps(body) + "\n</tool_call>"
 
 
+STRICT_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
 HOSTILE = {"code": 'print("</tool_call>")', "braces": "{[}]", "quote": 'a "b" \\ c', "nested": {"x": [1, {"y": "<tool_call>"}]}}
 
 
@@ -71,19 +86,7 @@ def test_call_grammar_takes_either_key_order_for_strict_and_plain_tools(tokenize
     strict tool's shape or to {}), while a strict tool's arguments still follow its schema."""
     import xgrammar as xgr
 
-    strict = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "strict": True,
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-                "additionalProperties": False,
-            },
-        },
-    }
+    strict = STRICT_WEATHER
     loose = {
         "type": "function",
         "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}}},
@@ -320,19 +323,7 @@ def test_call_grammars_accept_either_key_order() -> None:
 
     from server.hermes.tools import strict_calls_tag
 
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "strict": True,
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-                "additionalProperties": False,
-            },
-        },
-    }
+    weather = STRICT_WEATHER
     loose = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
     cases = {
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>': True,
