@@ -177,3 +177,41 @@ def test_hermes_agent_answers_and_runs_its_terminal_tool(agent_server: AgentServ
     # Its turns, as the server recorded them: the call to `terminal`, then the answer that only
     # follows a tool result in the conversation (the agent ran the command and sent its output).
     assert agent_server.finishes()[before:] == [("chat", "tool_calls"), ("chat", "stop")]
+
+
+def test_long_tool_heavy_prompts_fit_and_leave_room(agent_server: AgentServer) -> None:
+    """An agent-sized request: a ~40,000-token prompt with 40 tools renders within the context,
+    leaves room for the answer, and is answered through chat and Messages alike (Messages cuts a
+    max_tokens over what is left, as Claude Code's 128,000 would be; chat takes 32,000 as sent)."""
+    import anthropic
+    from openai import OpenAI
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "Does one thing. " * 20,
+                "parameters": {"type": "object", "properties": {"arg": {"type": "string"}}},
+            },
+        }
+        for i in range(40)
+    ]
+    system = "Project notes: " + "the build uses make and the tests use pytest. " * 4000
+    chat = OpenAI(base_url=agent_server.server.v1, api_key=agent_server.key, max_retries=0, timeout=300)
+    r = chat.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Say hello"}],
+        tools=tools,  # type: ignore[arg-type]
+        max_tokens=32_000,
+    )
+    assert 30_000 < r.usage.prompt_tokens < 131_072 - 32_000 and r.choices[0].message.content == PLAIN
+    sdk = anthropic.Anthropic(base_url=agent_server.server.url, api_key=agent_server.key, max_retries=0, timeout=300)
+    anthropic_tools = [
+        {"name": t["function"]["name"], "description": t["function"]["description"], "input_schema": t["function"]["parameters"]}
+        for t in tools
+    ]
+    msg = sdk.messages.create(
+        model=MODEL, max_tokens=128_000, system=system, tools=anthropic_tools, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert msg.content[0].text == PLAIN and msg.usage.input_tokens + msg.usage.cache_read_input_tokens > 30_000
