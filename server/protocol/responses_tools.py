@@ -47,10 +47,6 @@ class ToolNames:
         """The name the model knows a client's tool by (for calls in the history)."""
         return f"{namespace}.{name}" if namespace else name
 
-    def is_custom(self, model_name: str) -> bool:
-        tool = self.client.get(model_name)
-        return tool is not None and tool.custom
-
 
 def flatten(tools: list[dict[str, Any]]) -> ToolNames:
     out = ToolNames()

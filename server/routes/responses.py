@@ -46,11 +46,6 @@ PATHS = ("/v1/responses", "/api/v1/responses")
 router = APIRouter()
 
 
-# A keep-alive among the numbered events (no Responses event has this type): sent as
-# OpenRouter's SSE comment, not numbered.
-_KEEPALIVE: Event = ("keepalive", {})
-
-
 class _Turn:
     """One request's answer being built (an ``Encoder[Event]``, see ``serving/encode.py``): its
     output items, its response object, and what to store. A non-streamed answer replays the same
@@ -115,7 +110,7 @@ class _Turn:
         return []
 
     def keep_alive(self) -> list[Event]:
-        return [_KEEPALIVE]
+        return []  # the SSE writer sends OpenRouter's keep-alive comment, unnumbered
 
     def finish(self, finish: Finish) -> list[Event]:
         """Finish the open output item with the response's own status (incomplete when cut)."""
@@ -217,7 +212,7 @@ async def _frames(turn: _Turn, events: AsyncIterator[Event]) -> AsyncIterator[by
     yield frame("response.created", {"response": turn.response("in_progress")})
     yield frame("response.in_progress", {"response": turn.response("in_progress")})
     async for kind, fields in events:
-        yield KEEPALIVE if kind == _KEEPALIVE[0] else frame(kind, fields)
+        yield frame(kind, fields)
     await turn.keep()
 
 
