@@ -52,7 +52,9 @@ class ModelSettings(_Section):
 class EngineSettings(_Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model replica is split across (vLLM tensor parallelism).")
     pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages (vLLM pipeline parallelism; multi-node).")
-    data_parallel_size: int = Field(1, ge=1, description="Model replicas behind vLLM's own load balancer.")
+    data_parallel_size: int = Field(
+        1, ge=1, description="Model replicas in one engine; the server routes each request to one (see `routing`)."
+    )
     distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
         None, description="vLLM's executor: mp (one node or native multi-node), ray (multi-node through Ray) or uni."
     )
@@ -93,6 +95,18 @@ class EngineSettings(_Section):
         None, description="Tokens per engine step (chunked prefill budget); None: vLLM's default."
     )
     enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes.")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        description="vLLM's queue order: fcfs, or priority (a request's service_tier, or its key's default, "
+        "orders the engine's queue: priority before default before flex).",
+    )
+    kv_offload_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Host RAM (GiB per replica, shared by its tensor-parallel ranks) that vLLM's native "
+        "CPU offloading keeps evicted KV blocks in, so a session's prefix survives GPU cache pressure. "
+        "GPU builds only; counted by `plan` and `doctor` against the host's memory.",
+    )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs (debugging; slower).")
     seed: int = Field(0, description="Engine seed (requests with their own seed are repeatable regardless).")
     cpu_omp_threads_bind: str | None = Field(
@@ -123,6 +137,22 @@ class Pricing(_Section):
     completion: float = Field(
         OPENROUTER_PRICE_COMPLETION, ge=0, description="USD per completion token (usage cost and credit limits)."
     )
+    input_cache_read: float | None = Field(
+        None,
+        ge=0,
+        description="USD per prompt token served from the prefix cache (OpenRouter's input_cache_read); "
+        "None: cached tokens cost what other prompt tokens cost (OpenRouter lists no discount for this model).",
+    )
+
+    def prompt_cost(self, prompt_tokens: int, cached_tokens: int) -> float:
+        """What a prompt costs, its cached tokens at the cache-read price."""
+        read = self.prompt if self.input_cache_read is None else self.input_cache_read
+        return (prompt_tokens - cached_tokens) * self.prompt + cached_tokens * read
+
+    def cache_discount(self, cached_tokens: int) -> float:
+        """What the cached tokens saved against the full prompt price (OpenRouter's cache_discount)."""
+        read = self.prompt if self.input_cache_read is None else self.input_cache_read
+        return cached_tokens * (self.prompt - read)
 
 
 class ReasoningSettings(_Section):
@@ -134,9 +164,37 @@ class ReasoningSettings(_Section):
     )
 
 
+class RoutingSettings(_Section):
+    """How requests are spread over data-parallel replicas (engine.data_parallel_size > 1)."""
+
+    affinity: bool = Field(
+        True,
+        description="Send a session's turns, and prompts that share leading blocks, to the replica that holds "
+        "their prefix cache (bounded by load). Off: vLLM's balancer places each request by load alone.",
+    )
+    load_factor: float = Field(
+        1.25,
+        ge=1.0,
+        description="A replica whose running + waiting would pass this times the mean is skipped for the "
+        "request, which spills to the least loaded replica (consistent hashing with bounded loads).",
+    )
+    prefix_blocks: int = Field(
+        32, ge=1, description="Leading 16-token KV blocks of the prompt hashed for affinity when no session is named."
+    )
+    min_prefix_blocks: int = Field(
+        4, ge=1, description="Prompts shorter than this many blocks have no prefix affinity (nothing worth keeping)."
+    )
+    session_ttl_seconds: float = Field(
+        1800.0, gt=0, description="A session or prefix unused this long is forgotten (its next turn is placed anew)."
+    )
+
+
 class GatewaySettings(_Section):
     max_in_flight: int | None = Field(
-        None, ge=1, description="Generation requests running at once; None: the engine's max_num_seqs (what it can batch)."
+        None,
+        ge=1,
+        description="Generation requests running at once; None: what the engine batches (max_num_seqs x "
+        "data_parallel_size), twice that under priority scheduling so the engine's queue can order tiers.",
     )
     max_queue: int | None = Field(
         None, ge=0, description="Requests allowed to wait for a slot; beyond them an immediate 429. None: 2 x max_in_flight."
@@ -219,6 +277,9 @@ class Settings(BaseSettings):
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings, description="Reasoning defaults.")
     pricing: Pricing = Field(default_factory=Pricing, description="Prices used for usage cost and credit limits.")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Admission, timeouts and drain.")
+    routing: RoutingSettings = Field(
+        default_factory=RoutingSettings, description="Session and prefix affinity over data-parallel replicas."
+    )
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings, description="Responses API storage.")
     messages: MessagesSettings = Field(default_factory=MessagesSettings, description="Anthropic Messages API.")
     hardware: HardwareSettings = Field(default_factory=HardwareSettings, description="The machine the profile is written for.")

@@ -21,6 +21,7 @@ from server.gateway.stats import RecentStats
 from server.gateway.usage import UsageLog
 from server.hermes.prompt import PromptRenderer
 from server.protocol.sealed import Sealer, new_key
+from server.serving.affinity import ReplicaRouter
 from server.serving.core import ServingCore
 from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults
@@ -57,7 +58,7 @@ class AppState:
 
     def __post_init__(self) -> None:
         g = self.settings.gateway
-        slots = g.max_in_flight or self.settings.engine.max_num_seqs
+        slots = g.max_in_flight or default_in_flight(self.settings)
         queue = g.max_queue if g.max_queue is not None else 2 * slots
         self.keys = KeyStore(self.db)
         self.limits = Limits(self.db)
@@ -86,14 +87,34 @@ class AppState:
             self._core = ServingCore(
                 self.engine,
                 self.renderer,
-                price_prompt=s.pricing.prompt,
-                price_completion=s.pricing.completion,
+                pricing=s.pricing,
                 keepalive_seconds=s.stream_keepalive_seconds,
                 timeout_seconds=s.gateway.request_timeout_seconds,
                 observer=self,
-                defaults=PlanDefaults(s.sampling, s.reasoning.default_enabled, s.reasoning.keep_cots),
+                defaults=PlanDefaults(
+                    s.sampling,
+                    s.reasoning.default_enabled,
+                    s.reasoning.keep_cots,
+                    priority_scheduling=s.engine.scheduling_policy == "priority",
+                ),
+                router=self._replica_router(self.engine),
             )
         return self._core
+
+    def _replica_router(self, engine: EngineClient) -> ReplicaRouter | None:
+        """Affinity routing when the engine has several replicas and the profile wants it."""
+        r = self.settings.routing
+        if engine.replicas < 2 or not r.affinity:
+            return None
+        return ReplicaRouter(
+            engine.replicas,
+            load_factor=r.load_factor,
+            prefix_blocks=r.prefix_blocks,
+            min_prefix_blocks=r.min_prefix_blocks,
+            ttl_seconds=r.session_ttl_seconds,
+            processes=self.settings.api_processes,
+            engine_loads=engine.replica_loads,
+        )
 
     async def reasoning_sealer(self) -> Sealer:
         """Seals reasoning for stateless Responses clients, with the key every server on this
@@ -143,6 +164,15 @@ class AppState:
             ttft = record.ttft_ms / 1000 if record.ttft_ms is not None else None
             decode = (record.latency_ms - (record.ttft_ms or record.latency_ms)) / 1000
             self.stats.record(record.error is None, ttft, record.completion_tokens, decode)
+
+
+def default_in_flight(settings: Settings) -> int:
+    """Generations admitted at once when the profile sets no number: what the engine batches
+    (every replica's slots). Under priority scheduling twice that, so the engine holds a queue it
+    can order by tier (the gateway's own queue is first come, first served)."""
+    e = settings.engine
+    slots = e.max_num_seqs * e.data_parallel_size
+    return 2 * slots if e.scheduling_policy == "priority" else slots
 
 
 def install_state(app: FastAPI, state: AppState) -> None:

@@ -36,6 +36,12 @@ class RequestInfo:
     user: str | None = None  # the caller's end user (OpenRouter's `user`), recorded as external_user
     user_agent: str | None = None
     created: int = 0
+    # Routing and isolation: the session the request named (its turns share a replica), the
+    # key's prefix-cache salt (derived by the server, never from the client), and the service
+    # tier asked for (the request's own, else the key's default).
+    session_id: str | None = None
+    cache_salt: str | None = None
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,12 @@ class GenerationOptions:
     # False tells the engine that this request has no reasoning phase (structured outputs
     # then apply from the first token).
     reasoning_ended: bool | None = None
+    # vLLM's priority (lower is served first); it orders the queue only under priority scheduling.
     priority: int = 0
+    # The data-parallel replica to run on (None: the engine's own balancer chooses).
+    replica: int | None = None
+    # Prefix-cache namespace: only requests with the same salt share cached blocks (per-key isolation).
+    cache_salt: str | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
 
@@ -100,3 +105,12 @@ class EngineClient(Protocol):
     def num_unfinished_requests(self) -> int: ...
 
     def kv_cache_usage(self) -> float | None: ...
+
+    @property
+    def replicas(self) -> int:
+        """Data-parallel replicas behind this client (1: no choice to make)."""
+        ...
+
+    def replica_loads(self) -> list[int] | None:
+        """Running + waiting requests per replica as the engine last reported them (None: not known)."""
+        ...

@@ -14,7 +14,9 @@ from server.engine.base import EngineDelta, EngineError, GenerationOptions
 
 
 class FakeEngine:
-    def __init__(self, tokenizer: Any, reply: str = "Hello from the fake engine.", max_model_len: int = 131072):
+    def __init__(
+        self, tokenizer: Any, reply: str = "Hello from the fake engine.", max_model_len: int = 131072, replicas: int = 1
+    ):
         self.tokenizer = tokenizer
         self.reply = reply
         self._max_model_len = max_model_len
@@ -29,6 +31,11 @@ class FakeEngine:
         self.prompts: list[list[int]] = []
         # Seconds before the first token (a long prefill or a queue), for keep-alive tests.
         self.first_token_delay = 0.0
+        # Data-parallel replicas, each with a prefix cache of whole 16-token blocks per cache salt:
+        # a prompt's cached tokens are its longest block-aligned prefix seen on its replica.
+        self._replicas = replicas
+        self.replica_of: dict[str, int | None] = {}  # request id → the replica it asked for
+        self._cached: dict[tuple[int, str | None], set[tuple[int, ...]]] = {}
 
     @property
     def ready(self) -> bool:
@@ -50,11 +57,30 @@ class FakeEngine:
     def kv_cache_usage(self) -> float | None:
         return 0.0
 
+    @property
+    def replicas(self) -> int:
+        return self._replicas
+
+    def replica_loads(self) -> list[int] | None:
+        return None
+
+    def _prefix_hit(self, ids: list[int], options: GenerationOptions) -> int:
+        blocks = self._cached.setdefault((options.replica or 0, options.cache_salt), set())
+        hit = 0
+        for end in range(16, len(ids) + 1, 16):
+            prefix = tuple(ids[:end])
+            if prefix in blocks and hit == end - 16:
+                hit = end
+            blocks.add(prefix)
+        return hit
+
     async def generate(
         self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str
     ) -> AsyncIterator[EngineDelta]:
         self.last_options, self.last_prompt = options, list(prompt_token_ids)
         self.prompts.append(list(prompt_token_ids))
+        self.replica_of[request_id] = options.replica
+        cached = self._prefix_hit(list(prompt_token_ids), options)
         reply = self.script.pop(0) if self.script else self.reply
         ids = self.tokenizer.encode(reply, add_special_tokens=False)
         self.running.add(request_id)
@@ -70,23 +96,23 @@ class FakeEngine:
                 hit = next((s for s in options.stop if s in candidate), None)
                 if hit is not None:
                     cut = candidate.index(hit)
-                    yield self._delta(candidate[len(text_so_far) : cut], [tid], "stop", hit)
+                    yield self._delta(candidate[len(text_so_far) : cut], [tid], "stop", hit, cached)
                     return
                 text_so_far = candidate
                 finish = "length" if n >= options.max_tokens else ("stop" if n == len(ids) else None)
-                yield self._delta(piece, [tid], finish, None)
+                yield self._delta(piece, [tid], finish, None, cached)
                 if finish:
                     return
         finally:
             self.running.discard(request_id)
 
     @staticmethod
-    def _delta(text: str, ids: list[int], finish: str | None, stop: str | None) -> EngineDelta:
+    def _delta(text: str, ids: list[int], finish: str | None, stop: str | None, cached: int) -> EngineDelta:
         return EngineDelta(
             text=text,
             token_ids=ids,
             finished=finish is not None,
             finish_reason=finish,
             stop_reason=stop,
-            num_cached_tokens=0 if finish else None,
+            num_cached_tokens=cached if finish else None,
         )

@@ -54,6 +54,8 @@ def engine_args(settings: Settings) -> Any:
         "stream_interval": e.stream_interval,
         "speculative_config": e.speculative_config,
         "enable_prefix_caching": e.enable_prefix_caching,
+        "scheduling_policy": e.scheduling_policy,
+        "kv_offloading_size": e.kv_offload_gib,  # per replica, over its ranks (vLLM's unit too)
         "enforce_eager": e.enforce_eager,
         "seed": e.seed,
         # Structured output must be able to finish: a random or hesitant model would otherwise
@@ -229,9 +231,27 @@ class VLLMEngine:
                     return float(sample.value)
         return None
 
-    def _render(self, prompt_token_ids: list[int]) -> Any:
+    @property
+    def replicas(self) -> int:
+        return self._settings.engine.data_parallel_size
+
+    def replica_loads(self) -> list[int] | None:
+        """Waiting + running per replica from the counts vLLM's DP coordinator publishes to its
+        clients every 100 ms (what its own balancer reads); None with one replica or before the
+        first report."""
+        if self._engine is None or self.replicas < 2:
+            return None
+        counts = getattr(self._engine.engine_core, "lb_engines", None)
+        if not counts or len(counts) != self.replicas:
+            return None
+        return [int(waiting) + int(running) for waiting, running, *_ in counts]
+
+    def _render(self, prompt_token_ids: list[int], cache_salt: str | None) -> Any:
         # The renderer is the non-deprecated way to hand token ids to AsyncLLM in 0.32.
-        (engine_input,) = self._engine.renderer.render_cmpl([{"prompt_token_ids": prompt_token_ids}])
+        prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
+        if cache_salt is not None:
+            prompt["cache_salt"] = cache_salt
+        (engine_input,) = self._engine.renderer.render_cmpl([prompt])
         return engine_input
 
     async def generate(
@@ -250,12 +270,17 @@ class VLLMEngine:
             )
         try:
             params = to_sampling_params(options)
-            prompt = self._render(prompt_token_ids)
+            prompt = self._render(prompt_token_ids, options.cache_salt)
         except (ValueError, TypeError, VLLMValidationError) as exc:
             raise EngineRequestRejected(str(exc)) from exc
         try:
             async for out in self._engine.generate(
-                prompt, params, request_id, priority=options.priority, reasoning_ended=options.reasoning_ended
+                prompt,
+                params,
+                request_id,
+                priority=options.priority,
+                data_parallel_rank=options.replica if self.replicas > 1 else None,
+                reasoning_ended=options.reasoning_ended,
             ):
                 c = out.outputs[0]
                 delta = EngineDelta(

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from server.gateway.key_limits import KeyLimits
+from server.gateway.key_limits import KeyLimits, KeyServing
 from server.gateway.migrate import add_new_columns
 from server.timeutil import utcnow
 
@@ -76,6 +76,9 @@ class ApiKey(Base):
     # USD spent, kept with every usage batch; NULL in a database made before this column existed
     # (then summed from the usage records once, on first use).
     spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # How its requests are served, one column per KeyServing field (key_limits.py), NULL: default.
+    service_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    shared_cache: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class RateEvent(Base):
@@ -127,6 +130,10 @@ class GenerationRow(Base):
     title: Mapped[str | None] = mapped_column(String(500), nullable=True)
     external_user: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the request's `user`
     user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    service_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    cache_discount: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replica: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ServerSecret(Base):
@@ -188,10 +195,10 @@ class Database:
             yield s
 
     # ---- keys --------------------------------------------------------------------------------
-    def create_key(self, label: str, limits: KeyLimits | None = None) -> tuple[ApiKey, str]:
+    def create_key(self, label: str, limits: KeyLimits | None = None, serving: KeyServing | None = None) -> tuple[ApiKey, str]:
         """A new key with its limits; the key itself is returned once (only its hash is kept)."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        columns = (limits or KeyLimits()).columns()
+        columns = {**(limits or KeyLimits()).columns(), **(serving or KeyServing()).columns()}
         row = ApiKey(label=label, key_hash=hash_key(key), hint=key[: len(KEY_PREFIX) + 4], spent=0.0, **columns)
         with self.session() as s:
             s.add(row)

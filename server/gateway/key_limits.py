@@ -1,4 +1,4 @@
-"""A key's limits, as one value: what ``keys create`` sets, the database stores (one
+"""A key's limits (and how its requests are served), as one value: what ``keys create`` sets, the database stores (one
 ``api_keys`` column per field, same name), the gateway enforces (one rule per field,
 ``limit_rules.py``) and ``/api/v1/key`` reports."""
 
@@ -26,3 +26,18 @@ class KeyLimits:
 
     def any(self) -> bool:
         return any(v is not None for v in self.columns().values())
+
+
+@dataclass(frozen=True)
+class KeyServing:
+    """How a key's requests are served; field names are ``api_keys`` columns (NULL: the default)."""
+
+    service_tier: str | None = None  # the tier its requests get when they name none (or "auto")
+    shared_cache: bool | None = None  # True: no per-key cache salt (it shares prefixes with others on purpose)
+
+    @classmethod
+    def of(cls, row: Any) -> KeyServing:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+    def columns(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,13 +1,17 @@
-"""Who gets in: API keys looked up by hash in the database, cached for a few seconds."""
+"""Who gets in: API keys looked up by hash in the database, cached for a few seconds; and the
+prefix-cache salt each key's requests carry."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from server.gateway.db import ApiKey, Database
-from server.gateway.key_limits import KeyLimits
+from server.gateway.key_limits import KeyLimits, KeyServing
 
 _KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
 _CACHE_MAX = 10_000
@@ -19,24 +23,39 @@ class KeyInfo:
     label: str
     hint: str
     limits: KeyLimits = field(default_factory=KeyLimits)
+    serving: KeyServing = field(default_factory=KeyServing)
+    cache_salt: str | None = None
 
     @classmethod
-    def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.label, row.hint, KeyLimits.of(row))
+    def of(cls, row: ApiKey, salt_secret: bytes) -> KeyInfo:
+        serving = KeyServing.of(row)
+        salt = None if serving.shared_cache else cache_salt(salt_secret, row.id)
+        return cls(row.id, row.label, row.hint, KeyLimits.of(row), serving, salt)
+
+
+def cache_salt(secret: bytes, key_id: int) -> str:
+    """The key's prefix-cache salt: vLLM shares cached blocks only between requests with the
+    same salt, so one tenant cannot time another's prompts through the cache. Derived from a
+    server secret every server on the database shares (same key, same salt, on every server), and
+    never from anything the client sends."""
+    return hmac.new(secret, f"cache-salt:{key_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._salt_secret: bytes | None = None
 
     async def authenticate(self, token: str) -> KeyInfo | None:
         now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None and now - hit[0] < _KEY_TTL_S:
             return hit[1]
+        if self._salt_secret is None:
+            self._salt_secret = await asyncio.to_thread(self.db.server_secret, "cache_salt", lambda: secrets.token_bytes(32))
         row = await asyncio.to_thread(self.db.find_key, token)
-        info = KeyInfo.of(row) if row is not None else None
+        info = KeyInfo.of(row, self._salt_secret) if row is not None else None
         if len(self._cache) > _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = (now, info)

@@ -62,6 +62,15 @@ class Metrics:
             buckets=_ITL_BUCKETS,
             registry=r,
         )
+        # Affinity routing over data-parallel replicas: where requests went and why (session,
+        # prefix: their home; new: placed; spill: home over the load bound), and how much of each
+        # replica's prompt tokens its prefix cache served.
+        self.replica_requests = Counter(
+            "hermes_replica_requests", "Generations routed to each replica, by why", ["replica", "route"], registry=r
+        )
+        self.replica_tokens = Counter(
+            "hermes_replica_prompt_tokens", "Prompt tokens per replica: all, and cached", ["replica", "kind"], registry=r
+        )
         self.e2e = Histogram(
             "hermes_request_latency_seconds", "End-to-end generation latency", buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -89,6 +98,11 @@ class Metrics:
         self.tokens.labels(kind="reasoning").inc(rec.reasoning_tokens)
         self.tokens.labels(kind="cached").inc(rec.cached_tokens)
         self.e2e.observe(rec.latency_ms / 1000)
+        if rec.replica is not None:
+            replica = str(rec.replica)
+            self.replica_requests.labels(replica=replica, route=rec.route_reason or "").inc()
+            self.replica_tokens.labels(replica=replica, kind="prompt").inc(rec.prompt_tokens)
+            self.replica_tokens.labels(replica=replica, kind="cached").inc(rec.cached_tokens)
         if rec.ttft_ms is not None:
             self.ttft.observe(rec.ttft_ms / 1000)
             if rec.completion_tokens > 1:

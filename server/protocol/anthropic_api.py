@@ -3,6 +3,7 @@ conversion to the API-neutral :class:`~server.task.Task` (``MessagesRequest.task
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Literal
 
@@ -79,10 +80,30 @@ class MessagesRequest(Lenient):
     output_config: OutputConfig | None = None
     stop_sequences: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    service_tier: Literal["auto", "standard_only"] | None = None
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
+
+    @property
+    def user_id(self) -> str | None:
+        user = (self.metadata or {}).get("user_id")
+        return str(user) if user is not None else None
+
+    @property
+    def session(self) -> str | None:
+        """The session in ``metadata.user_id``: Claude Code sends a JSON object as a string with
+        a ``session_id`` (older versions: ``user_…_account_…_session_<id>``)."""
+        user = self.user_id
+        if user is None:
+            return None
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(user)
+            if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str):
+                return str(parsed["session_id"])
+        _, sep, tail = user.rpartition("_session_")
+        return tail if sep and tail else None
 
     @property
     def omit_thinking(self) -> bool:

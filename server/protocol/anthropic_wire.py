@@ -90,8 +90,11 @@ class MessageEvents:
     stop reason and usage, ``message_stop``; or an ``error`` event. A non-streamed answer replays
     the same events and reads :meth:`message`."""
 
-    def __init__(self, message_id: str, model: str, prompt_tokens: int, omit_thinking: bool = False) -> None:
+    def __init__(
+        self, message_id: str, model: str, prompt_tokens: int, omit_thinking: bool = False, service_tier: str = "default"
+    ) -> None:
         self.id, self.model, self.prompt_tokens = message_id, model, prompt_tokens
+        self.service_tier = anthropic_tier(service_tier)
         self.blocks = ContentBlocks(omit_thinking)
         self._finish: Finish | None = None
         self._usage: dict[str, Any] | None = None
@@ -102,6 +105,7 @@ class MessageEvents:
             "output_tokens": 0,
             "cache_read_input_tokens": 0,
             "cache_creation_input_tokens": 0,
+            "service_tier": self.service_tier,
         }
         return ("message_start", {"message": self.message(usage)})
 
@@ -134,7 +138,7 @@ class MessageEvents:
 
     def usage(self, usage: Usage) -> list[Event]:
         assert self._finish is not None
-        self._usage = usage_object(usage)
+        self._usage = {**usage_object(usage), "service_tier": self.service_tier}
         delta = {"stop_reason": stop_reason(self._finish), "stop_sequence": self._finish.stop_sequence}
         return [("message_delta", {"delta": delta, "usage": self._usage}), ("message_stop", {})]
 
@@ -148,6 +152,11 @@ def stop_reason(finish: Finish) -> str:
     if finish.reason == "tool_calls":
         return "tool_use"
     return "stop_sequence" if finish.stop_sequence is not None else "end_turn"
+
+
+def anthropic_tier(tier: str) -> str:
+    """Anthropic's words for the tier served: priority, or standard."""
+    return "priority" if tier == "priority" else "standard"
 
 
 def usage_object(u: Usage) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from server.errors import bad_request
 from server.task import ReasoningPlan, ReasoningRequest, Sampling, ToolChoice, ToolRequest, ToolSpec
 
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
+# OpenAI's and OpenRouter's tiers ("scale" is served as default).
+ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
 
 
 class Lenient(BaseModel):
@@ -95,6 +97,11 @@ class SamplingFields(Lenient):
     min_tokens: int | None = Field(None, ge=0)
     ignore_eos: bool | None = None
     user: str | None = Field(None, max_length=10_000)  # the caller's end user, recorded (first 200 characters)
+    # Routing: a session's turns go to the replica holding its prefix (OpenRouter's session_id;
+    # OpenAI's prompt_cache_key means the same here).
+    session_id: str | None = Field(None, max_length=10_000)
+    prompt_cache_key: str | None = Field(None, max_length=10_000)
+    service_tier: ServiceTier | None = None
 
     @field_validator("logit_bias")
     @classmethod

@@ -74,7 +74,11 @@ def quantization(settings: Settings) -> str:
 
 
 def pricing(settings: Settings) -> dict[str, str]:
-    return {"prompt": price(settings.pricing.prompt), "completion": price(settings.pricing.completion)}
+    p = settings.pricing
+    out = {"prompt": price(p.prompt), "completion": price(p.completion)}
+    if p.input_cache_read is not None:
+        out["input_cache_read"] = price(p.input_cache_read)
+    return out
 
 
 def model_record(settings: Settings, context_length: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from fastapi import Request
 
+from server.protocol.fields import SamplingFields
 from server.protocol.openrouter import generation_id
 from server.serving.plan import GenerationPlan
 from server.state import AppState, app_state
@@ -20,10 +21,30 @@ from server.task import RequestInfo, Task
 DROPPED_TOOLS_HEADER = "X-Hermes-Dropped-Tools"
 
 
-def request_info(request: Request, model: str | None, api: str, streamed: bool, user: str | None = None) -> RequestInfo:
-    """A new generation id and who is asking: for the usage record and the response ids."""
+# Longest session id kept (routing hashes it; the record keeps it).
+_SESSION_MAX = 256
+
+
+def request_info(
+    request: Request,
+    model: str | None,
+    api: str,
+    streamed: bool,
+    user: str | None = None,
+    *,
+    session_id: str | None = None,
+    session_hint: str | None = None,
+    service_tier: str | None = None,
+) -> RequestInfo:
+    """A new generation id and who is asking: for the usage record, the response ids and routing.
+
+    The session is the first of: the body's ``session_id`` (OpenRouter's), the ``x-session-id``
+    header, the API's own hint (Responses ``prompt_cache_key``, the session in Anthropic's
+    ``metadata.user_id``, Codex's ``session-id`` header), then the end ``user``."""
     key = getattr(request.state, "api_key", None)
     h = request.headers
+    session = session_id or h.get("x-session-id") or session_hint or user
+    tier = service_tier if service_tier not in (None, "auto") else (key.serving.service_tier if key is not None else None)
     return RequestInfo(
         gen_id=generation_id(),
         model=app_state(request).resolve_model(model),
@@ -37,6 +58,23 @@ def request_info(request: Request, model: str | None, api: str, streamed: bool, 
         user=user[:200] if user is not None else None,
         user_agent=(h.get("user-agent") or "")[:500] or None,
         created=int(time.time()),
+        session_id=session[:_SESSION_MAX] if session else None,
+        cache_salt=key.cache_salt if key is not None else None,
+        service_tier=tier,
+    )
+
+
+def chat_info(request: Request, req: SamplingFields, api: str) -> RequestInfo:
+    """``request_info`` for the OpenRouter-shaped chat and completions bodies."""
+    return request_info(
+        request,
+        req.model,
+        api,
+        req.stream,
+        req.user,
+        session_id=req.session_id,
+        session_hint=req.prompt_cache_key,
+        service_tier=req.service_tier,
     )
 
 
@@ -49,6 +87,7 @@ def response_base(state: AppState, plan: GenerationPlan) -> dict[str, Any]:
         "model": info.model,
         "provider": state.settings.provider_name,
         "system_fingerprint": state.fingerprint,
+        "service_tier": plan.service_tier,
     }
 
 

@@ -39,7 +39,7 @@ async def create_message(request: Request, req: MessagesRequest) -> Any:
     task = _task(state, req, request)
     plan = await core.plan(task)
     generation = await core.open(plan)
-    enc = MessageEvents(random_id("msg_", 24), plan.info.model, len(plan.prompt_ids), req.omit_thinking)
+    enc = MessageEvents(random_id("msg_", 24), plan.info.model, len(plan.prompt_ids), req.omit_thinking, plan.service_tier)
     headers = {"X-Generation-Id": plan.info.gen_id, "request-id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return generation.sse(_frames(enc, generation.stream(enc)), headers, _frame(*enc.keep_alive()[0]), first=False)
@@ -60,8 +60,8 @@ async def count_tokens(request: Request, req: CountTokensRequest) -> Any:
 def _task(state: AppState, req: MessagesRequest, request: Request) -> Task:
     patterns = state.settings.messages.model_patterns
     model = None if any(fnmatch.fnmatchcase(req.model, p) for p in patterns) else req.model
-    user = (req.metadata or {}).get("user_id")
-    info = request_info(request, model, ADAPTER.name, req.stream, str(user) if user is not None else None)
+    tier = "default" if req.service_tier == "standard_only" else req.service_tier
+    info = request_info(request, model, ADAPTER.name, req.stream, req.user_id, session_hint=req.session, service_tier=tier)
     return req.task(info)
 
 

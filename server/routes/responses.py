@@ -98,6 +98,8 @@ class _Turn:
             "truncation": "disabled",
             "store": bool(req.store and self.state.settings.responses.store),
             "user": req.user,
+            "service_tier": self.plan.service_tier,
+            "prompt_cache_key": req.prompt_cache_key,
             "usage": usage_object(usage) if usage is not None else None,
             **extra,
         }
@@ -152,7 +154,17 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     names = req.tool_names()
     sealer = await state.reasoning_sealer()
     conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}), names, sealer)]
-    task = req.task(request_info(request, req.model, ADAPTER.name, req.stream, req.user), conversation, names)
+    info = request_info(
+        request,
+        req.model,
+        ADAPTER.name,
+        req.stream,
+        req.user,
+        session_id=req.session_id,
+        session_hint=req.prompt_cache_key or request.headers.get("session-id"),
+        service_tier=req.service_tier,
+    )
+    task = req.task(info, conversation, names)
     plan = await core.plan(task)
     generation = await core.open(plan)
     turn = _Turn(state, req, plan, conversation, names, sealer)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from server.engine.base import EngineClient, EngineError
 from server.errors import APIError
 from server.hermes.prompt import PromptRenderer
+from server.serving.affinity import ReplicaRouter, Route
 from server.serving.encode import Collected, Collector, Encoder, walk
 from server.serving.engine_source import plan_deltas
 from server.serving.events import Batch, Failure, Finish, Logprobs, Usage
@@ -26,7 +27,7 @@ from server.serving.planning import PlanDefaults, plan_task
 from server.serving.record import GenerationObserver, UsageRecord
 from server.serving.sse import SSEResponse, sse_response
 from server.serving.tally import Tally
-from server.settings import SamplingDefaults
+from server.settings import Pricing, SamplingDefaults
 from server.task import Task
 from server.timeutil import utcnow
 
@@ -53,15 +54,18 @@ class ServingCore:
         engine: EngineClient,
         renderer: PromptRenderer,
         *,
-        price_prompt: float,
-        price_completion: float,
+        pricing: Pricing,
         keepalive_seconds: float,
         timeout_seconds: float | None,
         observer: GenerationObserver | None = None,
         defaults: PlanDefaults | None = None,
+        router: ReplicaRouter | None = None,
     ) -> None:
+        """``router``: places each generation on a data-parallel replica (None: one replica, or
+        the engine's own balancer)."""
         self.engine, self.renderer, self.observer = engine, renderer, observer
-        self.prices = (price_prompt, price_completion)
+        self.pricing = pricing
+        self.router = router
         self.keepalive_seconds = keepalive_seconds
         self.timeout_seconds = timeout_seconds
         self.defaults = defaults if defaults is not None else PlanDefaults(SamplingDefaults())
@@ -136,7 +140,11 @@ class Generation:
         failure: APIError | None = None
         usage: Usage | None = None  # counted once at the end (reasoning tokens scan every token)
         cancelled = False
-        source = plan_deltas(core.engine, core.renderer, plan)
+        route: Route | None = None
+        if core.router is not None:
+            info = plan.info
+            route = core.router.route(core.router.key_for(plan.prompt_ids, info.session_id, plan.options.cache_salt))
+        source = plan_deltas(core.engine, core.renderer, plan, route.replica if route is not None else None)
         if core.observer is not None:
             core.observer.started(self)
         try:
@@ -161,7 +169,7 @@ class Generation:
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
             reason = finish_reason(tally.native_finish, router.tool_calls) or "stop"
             end.append(Finish(reason, tally.native_finish or reason, stop_sequence))
-            usage = tally.usage(*core.prices)
+            usage = tally.usage(core.pricing)
             end.append(usage)
             yield end
         except (EngineError, APIError) as exc:
@@ -173,9 +181,12 @@ class Generation:
         finally:
             deadline.close()
             await source.aclose()  # type: ignore[attr-defined]
+            if route is not None:
+                assert core.router is not None
+                core.router.release(route.replica)
             if core.observer is not None:
-                u = usage if usage is not None else tally.usage(*core.prices)  # failed or cancelled: what was made
-                core.observer.finished(self, self._record(created, start, tally, u, router, failure, cancelled))
+                u = usage if usage is not None else tally.usage(core.pricing)  # failed or cancelled: what was made
+                core.observer.finished(self, self._record(created, start, tally, u, router, failure, cancelled, route))
 
     def _record(
         self,
@@ -186,6 +197,7 @@ class Generation:
         router: OutputRouter,
         failure: APIError | None,
         cancelled: bool,
+        route: Route | None,
     ) -> UsageRecord:
         info = self.plan.info
         end = time.monotonic()
@@ -202,6 +214,7 @@ class Generation:
             reasoning_tokens=u.reasoning_tokens,
             cached_tokens=u.cached_tokens,
             cost=u.cost,
+            cache_discount=u.cache_discount,
             latency_ms=round((end - start) * 1000, 3),
             ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
             finish_reason=finish,
@@ -214,6 +227,10 @@ class Generation:
             title=info.title,
             external_user=info.user,
             user_agent=info.user_agent,
+            session_id=info.session_id,
+            service_tier=self.plan.service_tier,
+            replica=route.replica if route is not None else None,
+            route_reason=route.reason if route is not None else None,
             client_mistake=failure is not None and failure.client_mistake,
         )
 

@@ -41,8 +41,14 @@ async def engine_stream(
         await agen.aclose()  # type: ignore[attr-defined]
 
 
-def plan_deltas(engine: EngineClient, renderer: PromptRenderer, plan: GenerationPlan) -> AsyncIterator[EngineDelta]:
+def plan_deltas(
+    engine: EngineClient, renderer: PromptRenderer, plan: GenerationPlan, replica: int | None = None
+) -> AsyncIterator[EngineDelta]:
+    """``replica``: the data-parallel replica every request of the plan runs on (both phases of
+    a two-phase plan share one: the second reuses the first's cache)."""
     ids = list(plan.prompt_ids)
+    if replica is not None:
+        plan = replace(plan, options=replace(plan.options, replica=replica))
     if plan.two_phase:
         return _phased(engine, renderer, plan, ids)
     return engine_stream(engine, ids, plan.options, plan.info.gen_id)

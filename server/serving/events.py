@@ -61,8 +61,9 @@ class Usage:
     completion_tokens: int
     cached_tokens: int
     reasoning_tokens: int
-    prompt_cost: float
+    prompt_cost: float  # cached tokens at the cache-read price
     completion_cost: float
+    cache_discount: float = 0.0  # USD the cached tokens saved
 
     @property
     def total_tokens(self) -> int:

@@ -40,6 +40,9 @@ class GenerationPlan:
     plain_budget: int | None = None
     # Reasoning runs unconstrained; the grammar in options.structured starts after </think>.
     grammar_after_reasoning: bool = False
+    # The service tier it is served at (echoed in the response): default unless priority
+    # scheduling is on and the request or its key asked for another.
+    service_tier: str = "default"
 
     @property
     def top_logprobs(self) -> int:
@@ -62,6 +65,7 @@ def make_plan(
     start_in_reasoning: bool = False,
     split_reasoning: bool = True,
     grammar_covers_reasoning: bool = False,
+    service_tier: str = "default",
 ) -> GenerationPlan:
     """The plan for one request. ``options.structured`` is the answer's grammar (a JSON schema,
     forced tool calls …); ``grammar_covers_reasoning`` says it constrains the whole output,
@@ -96,4 +100,5 @@ def make_plan(
         output=output,
         plain_budget=plain_budget,
         grammar_after_reasoning=after,
+        service_tier=service_tier,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.hermes.constraints import ToolPlan, check_output_format, plan_tools
 from server.hermes.params import build_options
@@ -32,6 +32,19 @@ class PlanDefaults:
     sampling: SamplingDefaults
     reasoning_enabled: bool = False
     keep_cots: bool = False
+    priority_scheduling: bool = False  # the engine orders its queue by priority (service tiers apply)
+
+
+# Service tiers (OpenAI's and OpenRouter's service_tier) → vLLM priority: lower is served first.
+# "auto" and OpenAI's "scale" are served as default.
+TIER_PRIORITY = {"priority": 0, "default": 1, "flex": 2}
+
+
+def service_tier(requested: str | None, priority_scheduling: bool) -> tuple[str, int]:
+    """The tier a request is served at, and its engine priority. Without priority scheduling
+    every request is served alike: at default."""
+    tier = requested if priority_scheduling and requested in TIER_PRIORITY else "default"
+    return tier, TIER_PRIORITY[tier]
 
 
 async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: PlanDefaults, task: Task) -> GenerationPlan:
@@ -69,6 +82,8 @@ async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: Plan
         structured=structured,
         clamp_max_tokens=task.clamp_max_tokens,
     )
+    tier, priority = service_tier(task.info.service_tier, defaults.priority_scheduling)
+    options = replace(options, priority=priority, cache_salt=task.info.cache_salt)
     return make_plan(
         renderer,
         task.info,
@@ -79,4 +94,5 @@ async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: Plan
         start_in_reasoning=opens_reasoning,
         split_reasoning=split,
         grammar_covers_reasoning=whole is not None,
+        service_tier=tier,
     )

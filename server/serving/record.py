@@ -34,18 +34,28 @@ class UsageRecord:
     title: str | None = None
     external_user: str | None = None
     user_agent: str | None = None
+    session_id: str | None = None  # the session the request named (routing and /api/v1/generation)
+    service_tier: str | None = None  # the tier it was served at
+    cache_discount: float | None = None  # USD its cached tokens saved
+    replica: int | None = None  # the data-parallel replica it ran on (None: the engine chose)
+    # Not stored: how the replica was chosen (session, prefix, new, spill), for the metrics.
+    route_reason: str | None = None
     # Not stored: a failure that was the client's own mistake does not count against uptime.
     client_mistake: bool = False
 
     def row(self) -> dict[str, Any]:
         """The stored columns."""
         out = asdict(self)
-        out.pop("client_mistake")
+        for name in _NOT_STORED:
+            out.pop(name)
         return out
 
     @classmethod
     def stored_fields(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "client_mistake"]
+        return [f.name for f in fields(cls) if f.name not in _NOT_STORED]
+
+
+_NOT_STORED = ("client_mistake", "route_reason")
 
 
 class Stoppable(Protocol):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from server.engine.base import EngineDelta
 from server.hermes.parser import reasoning_token_count
 from server.serving.events import Usage
+from server.settings import Pricing
 
 
 class Tally:
@@ -33,13 +34,15 @@ class Tally:
             self.native_finish = d.finish_reason
             self.stop_reason = d.stop_reason
 
-    def usage(self, price_prompt: float, price_completion: float) -> Usage:
+    def usage(self, pricing: Pricing) -> Usage:
         completion = len(self.token_ids)
+        cached = min(self.cached_tokens, self.prompt_tokens)
         return Usage(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=completion,
-            cached_tokens=min(self.cached_tokens, self.prompt_tokens),
+            cached_tokens=cached,
             reasoning_tokens=reasoning_token_count(self.token_ids, self._token_bytes, self._start_in_reasoning),
-            prompt_cost=round(self.prompt_tokens * price_prompt, 12),
-            completion_cost=round(completion * price_completion, 12),
+            prompt_cost=round(pricing.prompt_cost(self.prompt_tokens, cached), 12),
+            completion_cost=round(completion * pricing.completion, 12),
+            cache_discount=round(pricing.cache_discount(cached), 12),
         )

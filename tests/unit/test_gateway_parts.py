@@ -67,7 +67,7 @@ async def test_keys_found_by_hash_only() -> None:
 
 def _keyed(db: Database, **limits: float | int | None) -> KeyInfo:
     row, _ = db.create_key("ci", KeyLimits(limits.get("credit"), limits.get("rpm"), limits.get("tpm")))  # type: ignore[arg-type]
-    return KeyInfo.of(row)
+    return KeyInfo.of(row, b"test-secret")
 
 
 async def test_rpm_limit_counts_requests_in_a_sliding_minute(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from server.serving.core import ServingCore
 from server.serving.events import AnswerText, Failure, Finish, KeepAlive, ReasoningText, ToolCall, Usage
 from server.serving.plan import make_plan
 from server.serving.record import Stoppable, UsageRecord
+from server.settings import Pricing
 from server.task import ReasoningPlan, RequestInfo
 
 
@@ -39,7 +40,12 @@ def setup(tokenizer):
     observer = Observer()
     renderer = PromptRenderer(tokenizer)
     core = ServingCore(
-        engine, renderer, price_prompt=1e-6, price_completion=2e-6, keepalive_seconds=10, timeout_seconds=5, observer=observer
+        engine,
+        renderer,
+        pricing=Pricing(prompt=1e-6, completion=2e-6),
+        keepalive_seconds=10,
+        timeout_seconds=5,
+        observer=observer,
     )
     return engine, core, observer, renderer
 
