@@ -26,7 +26,8 @@ def bench(
         typer.Option(
             "--workload",
             help="plain | multi-turn[:turns=4,followup=64] | long-context[:share=0.1,min=8000,max=100000]"
-            " | reasoning[:share=0.5,budget=1024] | tools[:share=0.5,choice=auto] (see the README)",
+            " | reasoning[:share=0.5,budget=1024] | tools[:share=0.5,choice=auto]"
+            " | sessions[:turns=4,system=1500,followup=64,think=0.5,named=1] (see the README)",
         ),
     ] = "plain",
     prompt_tokens: Annotated[str, typer.Option(help="N | uniform:LO:HI | normal:MEAN:SD | exp:MEAN")] = "256",

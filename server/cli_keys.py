@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import typer
 
 from server.cli_common import ConfigOpt, database
-from server.gateway.key_limits import KeyLimits
+from server.gateway.key_limits import KeyLimits, KeyServing
+
+
+class ServiceTierChoice(enum.StrEnum):
+    priority = "priority"
+    default = "default"
+    flex = "flex"
+
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
 
@@ -18,11 +26,19 @@ def keys_create(
     credit_limit: Annotated[float | None, typer.Option(help="USD this key may spend in all")] = None,
     rpm: Annotated[int | None, typer.Option(help="requests per minute")] = None,
     tpm: Annotated[int | None, typer.Option(help="tokens (prompt + completion) per minute")] = None,
+    service_tier: Annotated[
+        ServiceTierChoice | None,
+        typer.Option(help="tier for its requests that name none (applies under engine.scheduling_policy: priority)"),
+    ] = None,
+    shared_cache: Annotated[
+        bool, typer.Option(help="share the prefix cache with other such keys (no per-key cache salt)")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key. It is shown once, as the last line; only its hash is stored."""
     limits = KeyLimits(credit_limit=credit_limit, rpm=rpm, tpm=tpm)
-    row, key = database(config).create_key(label, limits)
+    serving = KeyServing(service_tier=service_tier.value if service_tier else None, shared_cache=shared_cache or None)
+    row, key = database(config).create_key(label, limits, serving)
     typer.echo(f"created key {row.id} ({label}); store it now, it cannot be shown again:")
     typer.echo(key)
 
@@ -35,7 +51,7 @@ def keys_list(config: ConfigOpt = None) -> None:
 
     db = database(config)
     limit_names = list(KeyLimits().columns())
-    table = Table("id", "label", "key", "created", "revoked", *limit_names, "spent USD")
+    table = Table("id", "label", "key", "created", "revoked", *limit_names, "tier", "cache", "spent USD")
     for k in db.list_keys():
         limits = KeyLimits.of(k).columns()
         table.add_row(
@@ -45,6 +61,8 @@ def keys_list(config: ConfigOpt = None) -> None:
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
             *("" if limits[n] is None else f"{limits[n]:g}" for n in limit_names),
+            k.service_tier or "",
+            "shared" if k.shared_cache else "own",
             f"{db.spend(k.id):.6f}",
         )
     Console(width=160).print(table)

@@ -178,6 +178,12 @@ class RoutingSettings(_Section):
         description="A replica whose running + waiting would pass this times the mean is skipped for the "
         "request, which spills to the least loaded replica (consistent hashing with bounded loads).",
     )
+    spill_floor: int = Field(
+        8,
+        ge=1,
+        description="A replica with fewer requests than this never spills a session it holds: lightly loaded, one "
+        "more sequence costs it little, while a spill prefills the whole history again elsewhere.",
+    )
     prefix_blocks: int = Field(
         32, ge=1, description="Leading 16-token KV blocks of the prompt hashed for affinity when no session is named."
     )

@@ -109,6 +109,7 @@ class AppState:
         return ReplicaRouter(
             engine.replicas,
             load_factor=r.load_factor,
+            spill_floor=r.spill_floor,
             prefix_blocks=r.prefix_blocks,
             min_prefix_blocks=r.min_prefix_blocks,
             ttl_seconds=r.session_ttl_seconds,

@@ -126,6 +126,7 @@ class Spec:
     chain: int = 0
     turn: int = 0
     tag: str = "plain"  # the kind of request within its workload, for the token statistics
+    think: float = 0.0  # seconds its user waits after the previous turn ended before sending it
 
     @property
     def prompt(self) -> str:
@@ -295,6 +296,8 @@ async def run_phase(
         before = ended.get((spec.chain, spec.turn - 1))
         if before is not None:
             await before.wait()
+        if spec.think:
+            await asyncio.sleep(spec.think)
         rec = await one_request(client, target, load.name, workload, spec)
         ended[(spec.chain, spec.turn)].set()
         records.append(rec)

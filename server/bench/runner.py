@@ -11,10 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
+from server.bench.replicas import describe as describe_spread
+from server.bench.replicas import read_counters
+from server.bench.replicas import spread as replica_spread
 from server.bench.report import SLO, ratios, results_table, summarize, write_report
 from server.bench.search import Slo, judge
 from server.bench.sweep import LevelPlan, SweepPlan
+from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.bench.workloads import describe, make_specs, parse_mix
 
 
@@ -132,8 +138,20 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     records: dict[tuple[str, str], list[Record]] = {}
     results: list[dict[str, Any]] = []
 
+    spreads: dict[str, dict[str, Any]] = {}
+
     async def main() -> None:
         await warm_up(targets, workload, opts.warmup)
+        async with httpx.AsyncClient() as client:
+            before = {t.label: await read_counters(client, t) for t in targets}
+        await measure()
+        async with httpx.AsyncClient() as client:
+            for t in targets:
+                s = replica_spread(before[t.label], await read_counters(client, t))
+                if s is not None:
+                    spreads[t.label] = s
+
+    async def measure() -> None:
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:
@@ -185,6 +203,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "slo_ms": {"ttft": opts.goodput.ttft_ms, "tpot": opts.goodput.tpot_ms, "e2e": opts.goodput.e2e_ms},
         "sweep_slo": sweep_slo.describe() if sweep_slo else None,
         "client_machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "replicas": spreads,
     }
     itl_bound = sweep_slo.itl_p90_ms if sweep_slo else None
     paths = write_report(opts.out, meta, results, ab, records, itl_p90_ms=itl_bound)
@@ -201,6 +220,15 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             f"{entry['load']}: {entry['b']}/{entry['a']}  throughput x{_r(rs['output_tokens_per_s'])}  "
             f"TTFT p50 x{_r(rs['ttft_ms.p50'])}  TTFT p99 x{_r(rs['ttft_ms.p99'])}  TPOT p50 x{_r(rs['tpot_ms.p50'])}"
         )
+    for label, s in spreads.items():
+        console_out.print(f"{label} replicas: {describe_spread(s)}")
+    for t in targets:
+        rows = describe_rows(token_stats([r for (label, _), recs in records.items() if label == t.label for r in recs if r.ok]))
+        if len(rows) > 1:  # a workload with kinds of request (turns, tools …): per kind
+            stats = Table("kind", *STATS_HEADER[1:], title=f"{t.label}: tokens per request (server usage, means)")
+            for row in rows:
+                stats.add_row(*row)
+            console_out.print(stats)
     console_out.print(f"report: {paths['html']}  data: {paths['json']}")
     return {"meta": meta, "results": results, "ab": ab, "paths": paths}
 

@@ -29,11 +29,13 @@ def _totals(counted: list[Record]) -> dict[str, Any]:
     """Sums over records that reported usage."""
     prompt = sum(r.prompt_tokens or 0 for r in counted)
     cached = sum(r.cached_tokens or 0 for r in counted)
+    ttfts = [r.ttft for r in counted if r.ttft is not None]
     return {
         "requests": len(counted),
         **{name: sum(getattr(r, name) or 0 for r in counted) for name in COUNTS},
         "cached_share": cached / prompt if prompt else None,
         "with_tool_calls": sum(1 for r in counted if r.tool_calls),
+        "ttft_ms_mean": 1000 * float(np.mean(ttfts)) if ttfts else None,
     }
 
 
@@ -50,7 +52,7 @@ def token_stats(records: list[Record]) -> dict[str, Any]:
 
 def describe_rows(stats: dict[str, Any]) -> list[list[str]]:
     """Table rows (tag, requests, mean prompt, mean cached, cached share, mean completion, mean
-    reasoning, with tool calls): the overall row first."""
+    reasoning, with tool calls, mean time to first token): the overall row first."""
 
     def row(name: str, t: dict[str, Any]) -> list[str]:
         n = t["requests"] or 1
@@ -64,9 +66,10 @@ def describe_rows(stats: dict[str, Any]) -> list[list[str]]:
             f"{t['completion_tokens'] / n:,.1f}",
             f"{t['reasoning_tokens'] / n:,.1f}",
             str(t["with_tool_calls"]),
+            "-" if t["ttft_ms_mean"] is None else f"{t['ttft_ms_mean']:,.0f}",
         ]
 
     return [row("all", stats)] + [row(tag, t) for tag, t in stats["by_tag"].items()]
 
 
-STATS_HEADER = ["requests", "n", "prompt", "cached", "cached %", "completion", "reasoning", "tool calls"]
+STATS_HEADER = ["requests", "n", "prompt", "cached", "cached %", "completion", "reasoning", "tool calls", "TTFT ms"]

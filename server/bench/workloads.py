@@ -17,6 +17,12 @@ order, each only after the one before it has ended, as a user reads a reply befo
 - ``reasoning:share=0.5,budget=1024``: a ``share`` of requests think, with OpenRouter's
   ``reasoning.max_tokens`` budget (their ``max_tokens`` is the budget plus the output length); the
   rest send ``reasoning.enabled: false``.
+- ``sessions:turns=4,system=1500,followup=64,think=0.5,named=1``: agent sessions. Each session
+  (a chain) has its own ``system``-token system prompt and sends ``turns`` requests, each resending
+  the whole growing history after a pause of ``think`` seconds (the user, or the agent's tools);
+  with ``named=1`` each request names its session (OpenRouter's ``session_id``), with 0 the server
+  sees only the prompts. The token statistics show the cached share and time to first token per
+  turn: what a server's prefix cache (and, with data parallelism, its routing) keeps of a session.
 - ``tools:share=0.5,choice=auto``: a ``share`` of conversations offer two tools (bounded schemas)
   and ask for a forecast (``tool_choice`` ``auto`` or ``required``), then send the tool's result
   back for the answer: two requests; the rest are plain requests.
@@ -68,6 +74,7 @@ OPTIONS: dict[str, dict[str, float | str]] = {
     "long-context": {"share": 0.1, "min": 8000, "max": 100000},
     "reasoning": {"share": 0.5, "budget": 1024},
     "tools": {"share": 0.5, "choice": "auto"},
+    "sessions": {"turns": 4, "system": 1500, "followup": 64, "think": 0.5, "named": 1},
 }
 
 
@@ -103,6 +110,8 @@ def _check(name: str, v: dict[str, float | str]) -> None:
         raise ValueError("workload reasoning: budget must be at least 1")
     if name == "tools" and v["choice"] not in ("auto", "required"):
         raise ValueError("workload tools: choice is auto or required")
+    if name == "sessions" and (int(v["turns"]) < 1 or int(v["system"]) < 1 or float(v["think"]) < 0):
+        raise ValueError("workload sessions: turns and system must be at least 1, think at least 0")
 
 
 def describe(mix: Mix) -> str:
@@ -146,6 +155,25 @@ def _multi_turn(w: Workload, rng: random.Random, chain: int) -> list[Spec]:
     for turn in range(turns):
         max_tokens = w.output_tokens.sample(rng)
         specs.append(Spec(list(history), max_tokens, chain=chain, turn=turn, tag=f"turn {turn + 1}"))
+        history.append({"role": "assistant", "content": _words(rng, max_tokens)})
+        history.append({"role": "user", "content": _words(rng, followup)})
+    return specs
+
+
+def _sessions(w: Workload, rng: random.Random, chain: int) -> list[Spec]:
+    turns, followup = int(w.mix.option("turns")), int(w.mix.option("followup"))
+    think = float(w.mix.option("think"))
+    fields = {"session_id": f"bench-{w.seed}-{chain}-{rng.randrange(10**9)}"} if int(w.mix.option("named")) else {}
+    system = {"role": "system", "content": f"Agent {chain}. " + _words(rng, int(w.mix.option("system")))}
+    history = [system, _user(rng, chain, w.prompt_tokens.sample(rng))]
+    specs = []
+    for turn in range(turns):
+        max_tokens = w.output_tokens.sample(rng)
+        specs.append(
+            Spec(
+                list(history), max_tokens, dict(fields), chain=chain, turn=turn, tag=f"turn {turn + 1}", think=think * (turn > 0)
+            )
+        )
         history.append({"role": "assistant", "content": _words(rng, max_tokens)})
         history.append({"role": "user", "content": _words(rng, followup)})
     return specs
@@ -199,4 +227,5 @@ GENERATORS: dict[str, Callable[[Workload, random.Random, int], list[Spec]]] = {
     "long-context": _long_context,
     "reasoning": _reasoning,
     "tools": _tools,
+    "sessions": _sessions,
 }

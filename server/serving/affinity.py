@@ -16,7 +16,10 @@ API process (no extra hop, unlike SGLang's router or llm-d's scheduler) and give
 * **Bounded load** (consistent hashing with bounded loads, Mirrokni et al. 2018): a home whose
   load (running + waiting) would pass ``ceil(load_factor x mean)`` is skipped for this request,
   which goes to the least loaded replica under the bound. The home is kept: the next turn goes
-  back to the replica with the longest history.
+  back to the replica with the longest history. Below ``spill_floor`` requests a home never
+  spills: a lightly loaded replica's step time barely grows with one more sequence, while a spill
+  prefills the whole history again elsewhere (at 3 requests against 0, the bound alone would move
+  a session).
 
 Hand-written because no library does this for an in-process vLLM client: the routers that exist
 are separate services that speak HTTP to the engines.
@@ -32,7 +35,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-# vLLM's KV block size on GPU and CPU builds alike: the granularity its prefix cache reuses at.
+# The granularity prompts are hashed at: vLLM's KV block size on GPUs (its prefix cache reuses
+# whole blocks). The CPU build's blocks are larger (128); affinity only needs the same cut for
+# every request, not the engine's.
 KV_BLOCK_TOKENS = 16
 # How fast "given lately" forgets: a replica's recent count halves every this many seconds.
 _RECENT_HALF_LIFE_S = 60.0
@@ -82,6 +87,7 @@ class ReplicaRouter:
         replicas: int,
         *,
         load_factor: float = 1.25,
+        spill_floor: int = 8,
         prefix_blocks: int = 32,
         min_prefix_blocks: int = 4,
         ttl_seconds: float = 1800.0,
@@ -95,6 +101,7 @@ class ReplicaRouter:
         between reports (as vLLM's balancer does)."""
         self.replicas = replicas
         self.load_factor = load_factor
+        self.spill_floor = spill_floor
         self._blocks, self._min_blocks = prefix_blocks, min_prefix_blocks
         self._ttl = ttl_seconds
         self._max_keys = max_keys
@@ -121,7 +128,7 @@ class ReplicaRouter:
         now = self._clock()
         self._forget(now)
         loads = self.loads()
-        bound = math.ceil(self.load_factor * (sum(loads) + 1) / self.replicas)
+        bound = max(math.ceil(self.load_factor * (sum(loads) + 1) / self.replicas), self.spill_floor)
         home = self._home(key, now)
         if home is not None and loads[home] + 1 <= bound:
             route = Route(home, key.kind)

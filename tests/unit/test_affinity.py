@@ -42,7 +42,7 @@ def test_a_session_keeps_its_replica_and_new_sessions_spread_evenly() -> None:
 
 
 def test_a_hot_home_spills_the_request_but_keeps_the_home() -> None:
-    router = ReplicaRouter(2, load_factor=1.25)
+    router = ReplicaRouter(2, load_factor=1.25, spill_floor=1)
     first = router.route(AffinityKey(session="hot"))
     second = router.route(AffinityKey(session="hot"))  # loads 1+1 of a bound ceil(1.25 x 2 / 2) = 2: fits
     assert second.replica == first.replica
@@ -56,12 +56,18 @@ def test_a_hot_home_spills_the_request_but_keeps_the_home() -> None:
 
 def test_the_engines_reported_load_counts_when_it_is_higher() -> None:
     reported = [0, 0]
-    router = ReplicaRouter(2, engine_loads=lambda: reported)
+    router = ReplicaRouter(2, spill_floor=4, engine_loads=lambda: reported)
     home = router.route(AffinityKey(session="a"))
     router.release(home.replica)
     reported[home.replica] = 10  # other API processes' requests, as the engine reports them
     assert router.route(AffinityKey(session="a")).reason == "spill"
     assert router.loads()[home.replica] == 10
+
+
+def test_below_the_floor_a_home_keeps_its_requests() -> None:
+    router = ReplicaRouter(2, load_factor=1.25, spill_floor=4)
+    routes = [router.route(AffinityKey(session="busy")) for _ in range(5)]
+    assert [r.reason for r in routes] == ["new", "session", "session", "session", "spill"]
 
 
 def test_prompts_find_the_replica_of_their_longest_known_prefix() -> None:
