@@ -32,12 +32,12 @@ def serve(
     from server.app import create_app
     from server.drain import serve_app
     from server.logs import setup_logging
-    from server.planner import check_before_serve, ray_problem
+    from server.planner import check_before_serve, offload_problem, ray_problem
 
     settings = load_or_exit(config or profile_from_env(), host=host, port=port)
     supervised = os.environ.get(SUPERVISED) == "1"
     if not supervised:  # the supervisor checks the profile once, before the server starts
-        problem = check_before_serve(settings) or ray_problem(settings)
+        problem = check_before_serve(settings) or ray_problem(settings) or offload_problem(settings)
         if settings.engine.nnodes > 1 and not settings.engine.master_addr:
             problem = "a native multi-node profile needs this node's address in engine.master_addr (HERMES_ENGINE__MASTER_ADDR)"
         if problem is not None:

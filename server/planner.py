@@ -13,6 +13,7 @@ profile, before any engine starts. Pure arithmetic (the figures are computed, no
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,10 @@ class Plan:
     layers: int = 80
     draft: str = ""  # the speculative draft's share, when the profile names a draft model
     draft_weight_bytes_per_gpu: float = 0.0  # included in weight_bytes_per_gpu
+    # KV offload to host RAM (engine.kv_offload_gib): what it takes of each node's memory, and
+    # how many tokens of evicted prefixes each replica keeps there.
+    kv_offload_bytes_per_node: float = 0.0
+    kv_offload_tokens_per_replica: int = 0
 
     @property
     def hermes_weight_bytes_per_gpu(self) -> float:
@@ -139,7 +144,19 @@ def plan(
         layers=layers,
         draft=draft.summary,
         draft_weight_bytes_per_gpu=draft.weight_bytes_per_gpu,
+        kv_offload_bytes_per_node=kv_offload_bytes_per_node(settings),
+        kv_offload_tokens_per_replica=int((e.kv_offload_gib or 0) * GIB // kv_per_token),
     )
+
+
+def kv_offload_bytes_per_node(settings: Settings) -> float:
+    """Host RAM the KV offload takes on one node: its replicas' buffers (a replica's ranks share
+    its buffer; replicas are spread evenly over the nodes)."""
+    e = settings.engine
+    if not e.kv_offload_gib:
+        return 0.0
+    replicas_here = math.ceil(e.data_parallel_size / nodes(settings))
+    return e.kv_offload_gib * GIB * replicas_here
 
 
 def report(p: Plan, source: str) -> list[str]:
@@ -154,6 +171,14 @@ def report(p: Plan, source: str) -> list[str]:
         f"KV capacity:             {p.kv_capacity_tokens:,} tokens",
         f"full-context sequences:  {p.full_sequences} of {p.max_model_len:,} tokens",
         f"largest max_model_len:   {p.largest_max_model_len:,}",
+        *(
+            [
+                f"KV offload (host RAM):   {p.kv_offload_bytes_per_node / GIB:,.0f} GiB per node, "
+                f"{p.kv_offload_tokens_per_replica:,} tokens per replica"
+            ]
+            if p.kv_offload_bytes_per_node
+            else []
+        ),
         f"verdict:                 {p.verdict}",
         "(computed from the model's shape and the profile, not measured)",
     ]
@@ -197,6 +222,19 @@ def check_before_serve(settings: Settings) -> str | None:
     gpus = found[0] * nodes(settings) if found else None
     p = plan(settings, gpus=gpus, gpu_mem_gib=found[1] if found else None)
     return None if p.fits else p.verdict
+
+
+def offload_problem(settings: Settings) -> str | None:
+    """KV offload on the CPU build: vLLM's offloading moves KV blocks out of GPU memory, and the
+    CPU build has none (its KV cache is in host RAM already)."""
+    from server.doctor import installed_vllm, is_cpu_build
+
+    if settings.engine.kv_offload_gib and is_cpu_build(installed_vllm()):
+        return (
+            "engine.kv_offload_gib needs a GPU build of vLLM: its KV offloading moves blocks out of GPU memory, "
+            "and on the CPU build the KV cache is in host RAM already (raise engine.kv_cache_memory_bytes instead)"
+        )
+    return None
 
 
 def pick_profile(

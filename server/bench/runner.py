@@ -145,6 +145,9 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             before = {t.label: await read_counters(client, t) for t in targets}
         await measure()
+        # A server counts a generation as its stream ends, a moment after the client has the last
+        # frame: let the last ones land before reading the counters again.
+        await asyncio.sleep(1.0)
         async with httpx.AsyncClient() as client:
             for t in targets:
                 s = replica_spread(before[t.label], await read_counters(client, t))

@@ -64,6 +64,69 @@ def test_multi_turn_turns_share_a_growing_prefix() -> None:
     assert [s.turn for s in specs[:8]] == [0] * 8
 
 
+def test_sessions_have_their_own_system_prompts_think_times_and_session_ids() -> None:
+    specs = make_specs(_workload("sessions:turns=3,system=300,think=2"), 12)
+    chains: dict[int, list[Spec]] = {}
+    for s in specs:
+        chains.setdefault(s.chain, []).append(s)
+    systems = set()
+    for chain in chains.values():
+        chain.sort(key=lambda s: s.turn)
+        first = chain[0].messages[0]
+        assert first["role"] == "system" and len(first["content"].split()) == 302  # "Agent N." + 300 words
+        systems.add(first["content"])
+        assert [s.think for s in chain] == [0.0, 2.0, 2.0]  # no pause before a session's first turn
+        assert len({s.fields["session_id"] for s in chain}) == 1
+        for before, after in itertools.pairwise(chain):
+            assert after.messages[: len(before.messages)] == before.messages
+    assert len(systems) == 4 and len({c[0].fields["session_id"] for c in chains.values()}) == 4
+    unnamed = make_specs(_workload("sessions:turns=2,named=0"), 4)
+    assert all("session_id" not in s.fields for s in unnamed)
+    with pytest.raises(ValueError, match="think"):
+        parse_mix("sessions:think=-1")
+
+
+def test_replica_spread_from_our_counters_or_vllms() -> None:
+    from server.bench import replicas
+
+    ours = (
+        'hermes_replica_requests_total{replica="0",route="new"} 2\n'
+        'hermes_replica_requests_total{replica="0",route="session"} 4\n'
+        'hermes_replica_requests_total{replica="1",route="spill"} 5\n'
+        'hermes_replica_prompt_tokens_total{kind="prompt",replica="0"} 1000\n'
+        'hermes_replica_prompt_tokens_total{kind="cached",replica="0"} 800\n'
+        'hermes_replica_prompt_tokens_total{kind="prompt",replica="1"} 500\n'
+        'vllm:request_success_total{engine="0",finished_reason="stop"} 99\n'
+    )
+    vllm_only = (
+        'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 3\n'
+        'vllm:request_success_total{engine="0",finished_reason="length",model_name="m"} 1\n'
+        'vllm:request_success_total{engine="1",finished_reason="stop",model_name="m"} 4\n'
+        'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 400\n'
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100\n'
+        'vllm:prefix_cache_queries_total{engine="1",model_name="m"} 200\n'
+    )
+
+    class FakeClient:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        async def get(self, url: str, **_: object) -> object:
+            assert url == "http://h:1/metrics"
+            return type("R", (), {"status_code": 200, "text": self.text})()
+
+    target = Target("t", "http://h:1/api/v1")
+    before = {"0": {"requests": 1.0, "prompt": 0.0, "cached": 0.0}}
+    got = replicas.spread(before, asyncio.run(replicas.read_counters(FakeClient(ours), target)))  # type: ignore[arg-type]
+    assert got is not None and got["replicas"]["0"] == {"requests": 5, "prompt_tokens": 1000, "cached_share": 0.8}
+    assert got["max_over_min_requests"] == 1.0 and got["max_over_min_prompt_tokens"] == 2.0
+    got = replicas.spread({}, asyncio.run(replicas.read_counters(FakeClient(vllm_only), target)))  # type: ignore[arg-type]
+    assert got is not None and got["replicas"]["1"]["requests"] == 4 and got["replicas"]["0"]["cached_share"] == 0.25
+    assert "max/min: requests x1.00, prompt tokens x2.00" in replicas.describe(got)
+    one = 'hermes_replica_requests_total{replica="0",route="new"} 2\n'
+    assert replicas.spread({}, asyncio.run(replicas.read_counters(FakeClient(one), target))) is None  # type: ignore[arg-type]
+
+
 def test_long_context_share_and_lengths() -> None:
     specs = make_specs(_workload("long-context:share=0.3,min=3000,max=4000", prompt="100"), 400)
     long = [s for s in specs if s.tag == "long"]

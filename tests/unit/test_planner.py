@@ -220,3 +220,26 @@ def test_a_draft_not_on_disk_or_prompt_lookup(tmp_path: Path) -> None:
     lookup = _plan(tensor_parallel_size=2, speculative_config={"method": "ngram", "num_speculative_tokens": 3})
     assert lookup.weight_bytes_per_gpu == base.weight_bytes_per_gpu and lookup.draft == ""
     assert not any("speculative draft" in line for line in report(lookup, "x"))
+
+
+def test_kv_offload_is_counted_per_node_and_refused_on_the_cpu_build() -> None:
+    from server import doctor
+
+    s = load_settings(ROOT / "configs" / "h100x8-fp8-dp4.yaml", engine={"kv_offload_gib": 100})
+    p = plan(s, gpus=8, gpu_mem_gib=79.6)
+    assert p.kv_offload_bytes_per_node == 4 * 100 * GIB  # four replicas on the node, 100 GiB each
+    assert p.kv_offload_tokens_per_replica == int(100 * GIB // p.kv_bytes_per_token)
+    assert any(line.startswith("KV offload (host RAM):   400 GiB per node") for line in report(p, "x"))
+    assert doctor.check_host_memory(s, 1024 * GIB).status == "OK"
+    tight = doctor.check_host_memory(s, 512 * GIB)  # 400 of 512 GiB is over the 70 % allowed
+    assert tight.status == "FAIL" and "lower engine.kv_offload_gib to 89 or less" in tight.fix
+    assert doctor.check_host_memory(load_settings(None), 512 * GIB).status == "SKIP"
+    r = subprocess.run(  # the CPU build (this machine's): refused before any engine starts
+        [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HERMES_ENGINE__KV_OFFLOAD_GIB": "1"},
+    )
+    assert r.returncode == 2 and "kv_offload_gib needs a GPU build of vLLM" in r.stderr
