@@ -51,7 +51,7 @@ def create_app(
 
             state.engine = VLLMEngine(settings)
         engine = state.engine
-        state.metrics.bind_engine(engine.num_unfinished_requests, engine.kv_cache_usage)
+        state.metrics.bind_engine(engine.num_unfinished_requests, engine.kv_cache_usage, engine.queue_counts)
         state.usage.start()
         task = asyncio.create_task(_start(engine))
         try:

@@ -106,6 +106,10 @@ class EngineClient(Protocol):
 
     def kv_cache_usage(self) -> float | None: ...
 
+    def queue_counts(self) -> tuple[int, int] | None:
+        """(running, waiting) requests over every replica, as the engine reports them (None: not known)."""
+        ...
+
     @property
     def replicas(self) -> int:
         """Data-parallel replicas behind this client (1: no choice to make)."""

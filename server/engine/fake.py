@@ -57,6 +57,9 @@ class FakeEngine:
     def kv_cache_usage(self) -> float | None:
         return 0.0
 
+    def queue_counts(self) -> tuple[int, int] | None:
+        return len(self.running), 0
+
     @property
     def replicas(self) -> int:
         return self._replicas

@@ -221,30 +221,41 @@ class VLLMEngine:
         return int(self._engine.output_processor.get_num_unfinished_requests())
 
     def kv_cache_usage(self) -> float | None:
-        """vLLM's own figure: its Prometheus logger keeps ``vllm:kv_cache_usage_perc`` (0-1) in
-        the process-wide registry; read it rather than reach into the scheduler."""
-        from prometheus_client import REGISTRY
+        """vLLM's own figure, over its replicas (their mean): its Prometheus logger keeps
+        ``vllm:kv_cache_usage_perc`` (0-1) per engine in the process-wide registry; read it
+        rather than reach into the scheduler."""
+        values = _vllm_gauge("vllm:kv_cache_usage_perc")
+        return sum(values) / len(values) if values else None
 
-        for metric in REGISTRY.collect():
-            if metric.name == "vllm:kv_cache_usage_perc":
-                for sample in metric.samples:
-                    return float(sample.value)
-        return None
+    def queue_counts(self) -> tuple[int, int] | None:
+        """(running, waiting) over every replica: the counts vLLM's DP coordinator publishes (all
+        API processes' requests) when there is one, else vLLM's own scheduler gauges."""
+        loads = self._coordinator_counts()
+        if loads is not None:
+            return sum(running for _, running in loads), sum(waiting for waiting, _ in loads)
+        running, waiting = _vllm_gauge("vllm:num_requests_running"), _vllm_gauge("vllm:num_requests_waiting")
+        if not running and not waiting:
+            return None
+        return int(sum(running)), int(sum(waiting))
+
+    def _coordinator_counts(self) -> list[tuple[int, int]] | None:
+        """(waiting, running) per replica from vLLM's DP coordinator, which publishes them to its
+        clients every 100 ms (what its own balancer reads); None without one or before its first report."""
+        if self._engine is None or self.replicas < 2:
+            return None
+        counts = getattr(self._engine.engine_core, "lb_engines", None)
+        if not counts or len(counts) != self.replicas:
+            return None
+        return [(int(waiting), int(running)) for waiting, running, *_ in counts]
 
     @property
     def replicas(self) -> int:
         return self._settings.engine.data_parallel_size
 
     def replica_loads(self) -> list[int] | None:
-        """Waiting + running per replica from the counts vLLM's DP coordinator publishes to its
-        clients every 100 ms (what its own balancer reads); None with one replica or before the
-        first report."""
-        if self._engine is None or self.replicas < 2:
-            return None
-        counts = getattr(self._engine.engine_core, "lb_engines", None)
-        if not counts or len(counts) != self.replicas:
-            return None
-        return [int(waiting) + int(running) for waiting, running, *_ in counts]
+        """Waiting + running per replica, from vLLM's DP coordinator."""
+        counts = self._coordinator_counts()
+        return [waiting + running for waiting, running in counts] if counts is not None else None
 
     def _render(self, prompt_token_ids: list[int], cache_salt: str | None) -> Any:
         # The renderer is the non-deprecated way to hand token ids to AsyncLLM in 0.32.
@@ -298,6 +309,16 @@ class VLLMEngine:
             raise EngineRequestRejected(str(exc)) from exc
         except (EngineDeadError, EngineGenerateError) as exc:
             raise EngineError(f"engine failure: {type(exc).__name__}") from exc
+
+
+def _vllm_gauge(name: str) -> list[float]:
+    """Every engine's sample of one of vLLM's gauges in the process-wide registry."""
+    from prometheus_client import REGISTRY
+
+    for metric in REGISTRY.collect():
+        if metric.name == name:
+            return [float(sample.value) for sample in metric.samples]
+    return []
 
 
 # What a masked token's logprob (-inf: a grammar forbids it) becomes: JSON has no infinity, and

@@ -43,6 +43,21 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        # The pod's whole queue, every replica's, under names an external endpoint picker (the
+        # Gateway API Inference Extension's) can be pointed at: vLLM's own gauges are per engine
+        # (one series per replica) and read 0 in a process that does not log its stats.
+        self.engine_running = Gauge(
+            "hermes_engine_requests_running",
+            "Requests the engine is running, all replicas",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.engine_waiting = Gauge(
+            "hermes_engine_requests_waiting",
+            "Requests waiting in the engine's queue, all replicas",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.in_flight = Gauge(
             "hermes_requests_in_flight", "Generation requests admitted and running", registry=r, multiprocess_mode="mostrecent"
         )
@@ -75,9 +90,16 @@ class Metrics:
             "hermes_request_latency_seconds", "End-to-end generation latency", buckets=_LATENCY_BUCKETS, registry=r
         )
 
-    def bind_engine(self, unfinished: Callable[[], int], kv_usage: Callable[[], float | None]) -> None:
+    def bind_engine(
+        self,
+        unfinished: Callable[[], int],
+        kv_usage: Callable[[], float | None],
+        queue: Callable[[], tuple[int, int] | None],
+    ) -> None:
         self._own_sources.append((self.engine_unfinished, lambda: float(unfinished())))
         self._sources.append((self.kv_cache_usage, lambda: float(kv_usage() or 0.0)))
+        self._sources.append((self.engine_running, lambda: float((queue() or (0, 0))[0])))
+        self._sources.append((self.engine_waiting, lambda: float((queue() or (0, 0))[1])))
 
     def bind_gateway(self, in_flight: Callable[[], int], waiting: Callable[[], int]) -> None:
         self._sources += [(self.in_flight, lambda: float(in_flight())), (self.queue_depth, lambda: float(waiting()))]

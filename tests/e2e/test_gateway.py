@@ -376,33 +376,55 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
     assert sum(1 for r in records if r is not None and r.error) == ended
 
 
-def test_postgres_backed_server(postgres_url: str, tmp_path: Path) -> None:
-    """The same gateway on PostgreSQL (HERMES_DATABASE_URL for both `keys` and `serve`): keys,
-    401 for others, a streamed generation recorded and served back, credit spent."""
+def test_two_servers_on_one_postgres_share_keys_limits_and_credit(postgres_url: str, tmp_path: Path) -> None:
+    """Two servers (one per node behind a Service, say) on one PostgreSQL database: a key made once
+    works on both, its rpm and credit are exact across them, and each server serves the other's
+    generation records."""
     env = {"HERMES_DATABASE_URL": postgres_url, "HERMES_AUTH_REQUIRED": "1"}
-    key = _key(env, "--label", "pg", "--credit-limit", "5")
-    server = start_server(tmp_path, "postgres", env=env)
+    plain = _key(env, "--label", "pg")
+    with ThreadPoolExecutor(2) as pool:  # both start at once, as a rollout would
+        a, b = pool.map(lambda name: start_server(tmp_path, name, env=env), ["pg-a", "pg-b"])
     try:
-        assert httpx.post(server.v1 + "/chat/completions", json=BODY, timeout=30).status_code == 401
+        assert httpx.post(a.v1 + "/chat/completions", json=BODY, timeout=30).status_code == 401
+        exact = {**BODY, "max_tokens": 10, "min_tokens": 10, "ignore_eos": True}
         with httpx.stream(
-            "POST", server.v1 + "/chat/completions", json={**BODY, "stream": True}, headers=_auth(key), timeout=120
+            "POST", a.v1 + "/chat/completions", json={**exact, "stream": True}, headers=_auth(plain), timeout=120
         ) as r:
             assert r.status_code == 200
             gen_id = r.headers["X-Generation-Id"]
-            r.read()
+            last = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")][-1]
+        cost = last["usage"]["cost"]  # every request below costs exactly this: same prompt, 10 tokens
         deadline = time.monotonic() + 30
-        while True:  # records are written in batches; until then they are served from memory
-            got = httpx.get(server.api_v1 + "/generation", params={"id": gen_id}, headers=_auth(key), timeout=30)
+        while True:  # written by server a in a batch; server b reads it from the database
+            got = httpx.get(b.api_v1 + "/generation", params={"id": gen_id}, headers=_auth(plain), timeout=30)
             if got.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        data = got.json()["data"]
-        assert data["id"] == gen_id and data["streamed"] is True and data["tokens_completion"] == 20
-        usage = httpx.get(server.api_v1 + "/key", headers=_auth(key), timeout=30).json()["data"]
-        assert usage["label"] == "pg" and usage["limit"] == 5 and usage["usage"] > 0
+        assert got.status_code == 200 and got.json()["data"]["tokens_completion"] == 10
+
+        def burst(key: str, n: int) -> Counter[int]:
+            def one(i: int) -> int:
+                url = (a, b)[i % 2].v1 + "/chat/completions"  # alternate the servers
+                return httpx.post(url, json=exact, headers=_auth(key), timeout=120).status_code
+
+            with ThreadPoolExecutor(n) as pool:
+                return Counter(pool.map(one, range(n)))
+
+        assert burst(_key(env, "--label", "pg-rpm", "--rpm", "4"), 8) == Counter({200: 4, 429: 4})
+        credit_key = _key(env, "--label", "pg-credit", "--credit-limit", f"{cost * 3.5:.12f}")
+        assert burst(credit_key, 6) == Counter({200: 3, 402: 3})
+        for server in (a, b):  # both report the same spend (once written): the three that ran
+            deadline = time.monotonic() + 15
+            while True:
+                spent = httpx.get(server.api_v1 + "/key", headers=_auth(credit_key), timeout=30).json()["data"]["usage"]
+                if spent == pytest.approx(3 * cost, rel=1e-6) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert spent == pytest.approx(3 * cost, rel=1e-6)
     finally:
-        stop_server(server)
+        for server in (a, b):
+            stop_server(server)
     from server.gateway.db import Database
 
-    rec = Database(postgres_url).record(gen_id)  # flushed to PostgreSQL by the shutdown at the latest
-    assert rec is not None and rec.completion_tokens == 20 and rec.streamed
+    rec = Database(postgres_url).record(gen_id)
+    assert rec is not None and rec.completion_tokens == 10 and rec.streamed

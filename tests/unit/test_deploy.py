@@ -4,6 +4,8 @@ against the grace periods, GPU counts against the profile, the model the init co
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,46 @@ def test_systemd_unit_stops_the_main_process_and_waits_for_the_drain() -> None:
     assert float(service["TimeoutStopSec"]) >= s.gateway.drain_timeout_seconds + 30
     command = service["ExecStart"].split()
     assert command[1:3] == ["serve", "--config"] and (ROOT / "configs" / Path(command[3]).name).exists()
+
+
+POOL = ROOT / "deploy" / "k8s-pool"
+
+
+def test_inference_pool_recipe_reads_metrics_the_server_exports(
+    k8s: dict[str, dict[str, Any]], tokenizer, tmp_path: Path
+) -> None:
+    """The endpoint picker is pointed at metric names a hermes-server pod exports, on the port the
+    pods serve, through the picker's own Service; the pool's pods share one PostgreSQL database."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.engine.fake import FakeEngine
+    from server.hermes.prompt import PromptRenderer
+
+    objs = {f"{d['kind']}/{d['metadata']['name']}": d for name in ("inferencepool.yaml", "epp.yaml") for d in _docs(POOL / name)}
+    pool = objs["InferencePool/hermes-server"]["spec"]
+    dep = k8s["Deployment/hermes-server"]["spec"]["template"]
+    assert pool["selector"]["matchLabels"].items() <= dep["metadata"]["labels"].items()
+    ports = {p["containerPort"] for p in dep["spec"]["containers"][0]["ports"]}
+    assert {p["number"] for p in pool["targetPorts"]} <= ports
+    picker = pool["endpointPickerRef"]
+    svc = objs[f"Service/{picker['name']}"]["spec"]
+    assert picker["port"]["number"] in {p["port"] for p in svc["ports"]}
+    args = objs["Deployment/hermes-server-epp"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = dict(a.split("=", 1) for a in args if isinstance(a, str) and a.startswith("--") and "=" in a)
+    names = [
+        flags[f"--{kind}-metric"] for kind in ("total-queued-requests", "total-running-requests", "kv-cache-usage-percentage")
+    ]
+    s = load_settings(ROOT / "configs" / "h100x8-fp8-dp4.yaml", host="127.0.0.1", database_url=f"sqlite:///{tmp_path / 'p.db'}")
+    app = create_app(s, engine=FakeEngine(tokenizer), renderer=PromptRenderer(tokenizer))
+    with TestClient(app) as client:
+        exported = {line.split(" ")[0] for line in client.get("/metrics").text.splitlines() if not line.startswith("#")}
+    assert set(names) <= exported, set(names) - exported
+    patch = _docs(POOL / "pods.yaml")[0]["spec"]
+    env = {e["name"]: e for e in patch["template"]["spec"]["containers"][0]["env"]}
+    assert patch["replicas"] >= 2 and "secretKeyRef" in env["HERMES_DATABASE_URL"]["valueFrom"]
+    if shutil.which("kubectl"):  # the overlay builds on the base
+        built = subprocess.run(["kubectl", "kustomize", str(POOL)], capture_output=True, text=True, timeout=60)
+        assert built.returncode == 0, built.stderr
+        kinds = {d["kind"] for d in yaml.safe_load_all(built.stdout) if d}
+        assert {"InferencePool", "HTTPRoute", "Deployment", "Service"} <= kinds and "PersistentVolumeClaim" not in kinds
