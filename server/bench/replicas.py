@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.bench.load import Target
 
 Counters = dict[str, dict[str, float]]  # replica → {"requests", "prompt", "cached"}
+Sources = dict[str, Counters]  # "hermes" (ours, per replica) and "vllm" (per engine)
 
 
 def metrics_url(target: Target) -> str:
@@ -25,7 +26,7 @@ def metrics_url(target: Target) -> str:
     return base + "/metrics"
 
 
-async def read_counters(client: httpx.AsyncClient, target: Target) -> Counters:
+async def read_counters(client: httpx.AsyncClient, target: Target) -> Sources:
     headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
     try:
         r = await client.get(metrics_url(target), headers=headers, timeout=30)
@@ -47,7 +48,7 @@ async def read_counters(client: httpx.AsyncClient, target: Target) -> Counters:
             elif "engine" in labels and name in _VLLM:
                 row = vllm.setdefault(labels["engine"], {"requests": 0.0, "prompt": 0.0, "cached": 0.0})
                 row[_VLLM[name]] += sample.value
-    return ours if len(ours) > 1 else vllm
+    return {"hermes": ours, "vllm": vllm}
 
 
 _VLLM = {
@@ -57,10 +58,14 @@ _VLLM = {
 }
 
 
-def spread(before: Counters, after: Counters) -> dict[str, Any] | None:
+def spread(before: Sources, after: Sources) -> dict[str, Any] | None:
     """Per replica: requests, prompt tokens and cached share over the run; and the balance
-    (max / min requests, and prompt tokens: the work each replica was given)."""
-    rows = {r: {k: v - before.get(r, {}).get(k, 0.0) for k, v in counts.items()} for r, counts in sorted(after.items())}
+    (max / min requests, and prompt tokens: the work each replica was given). Ours when the
+    server has them (a series appears with its first request, so it may be missing before the
+    run), else vLLM's; the same source before and after."""
+    source = "hermes" if len(after.get("hermes", {})) > 1 else "vllm"
+    first, last = before.get(source, {}), after.get(source, {})
+    rows = {r: {k: v - first.get(r, {}).get(k, 0.0) for k, v in counts.items()} for r, counts in sorted(last.items())}
     if len(rows) < 2:
         return None
     prompts = [row["prompt"] for row in rows.values()]

@@ -116,7 +116,10 @@ def test_replica_spread_from_our_counters_or_vllms() -> None:
             return type("R", (), {"status_code": 200, "text": self.text})()
 
     target = Target("t", "http://h:1/api/v1")
-    before = {"0": {"requests": 1.0, "prompt": 0.0, "cached": 0.0}}
+    # Before the run only vLLM's series exist (ours come with the first routed request); the
+    # spread compares like with like.
+    before = asyncio.run(replicas.read_counters(FakeClient(vllm_only), target))  # type: ignore[arg-type]
+    before["hermes"] = {"0": {"requests": 1.0, "prompt": 0.0, "cached": 0.0}}
     got = replicas.spread(before, asyncio.run(replicas.read_counters(FakeClient(ours), target)))  # type: ignore[arg-type]
     assert got is not None and got["replicas"]["0"] == {"requests": 5, "prompt_tokens": 1000, "cached_share": 0.8}
     assert got["max_over_min_requests"] == 1.0 and got["max_over_min_prompt_tokens"] == 2.0
