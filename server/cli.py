@@ -30,9 +30,10 @@ def serve(
 ) -> None:
     """Start the engine and serve the OpenRouter-compatible API."""
     from server.app import create_app
+    from server.doctor import offload_problem
     from server.drain import serve_app
     from server.logs import setup_logging
-    from server.planner import check_before_serve, offload_problem, ray_problem
+    from server.planner import check_before_serve, ray_problem
 
     settings = load_or_exit(config or profile_from_env(), host=host, port=port)
     supervised = os.environ.get(SUPERVISED) == "1"

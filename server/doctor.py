@@ -268,6 +268,17 @@ def installed_vllm() -> tuple[str, str] | None:
     return None
 
 
+def offload_problem(settings: Settings) -> str | None:
+    """KV offload on the CPU build: vLLM's offloading moves KV blocks out of GPU memory, and the
+    CPU build has none (its KV cache is in host RAM already)."""
+    if settings.engine.kv_offload_gib and is_cpu_build(installed_vllm()):
+        return (
+            "engine.kv_offload_gib needs a GPU build of vLLM: its KV offloading moves blocks out of GPU memory, "
+            "and on the CPU build the KV cache is in host RAM already (raise engine.kv_cache_memory_bytes instead)"
+        )
+    return None
+
+
 def checkpoint_bytes(settings: Settings) -> float:
     """The checkpoint's size on disk: the planner's weights (all ranks of one replica)."""
     from server.model_shape import HERMES_70B

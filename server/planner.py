@@ -224,19 +224,6 @@ def check_before_serve(settings: Settings) -> str | None:
     return None if p.fits else p.verdict
 
 
-def offload_problem(settings: Settings) -> str | None:
-    """KV offload on the CPU build: vLLM's offloading moves KV blocks out of GPU memory, and the
-    CPU build has none (its KV cache is in host RAM already)."""
-    from server.doctor import installed_vllm, is_cpu_build
-
-    if settings.engine.kv_offload_gib and is_cpu_build(installed_vllm()):
-        return (
-            "engine.kv_offload_gib needs a GPU build of vLLM: its KV offloading moves blocks out of GPU memory, "
-            "and on the CPU build the KV cache is in host RAM already (raise engine.kv_cache_memory_bytes instead)"
-        )
-    return None
-
-
 def pick_profile(
     configs: Path, gpus: int, gpu_mem_gib: float, concurrency: int = 64, context: int = 8192
 ) -> tuple[str | None, list[str], str]:
