@@ -20,6 +20,7 @@ from server.gateway.metrics import Metrics
 from server.gateway.stats import RecentStats
 from server.gateway.usage import UsageLog
 from server.hermes.prompt import PromptRenderer
+from server.protocol.routing_fields import split_variant
 from server.protocol.sealed import Sealer, new_key
 from server.serving.affinity import ReplicaRouter
 from server.serving.core import ServingCore
@@ -132,11 +133,18 @@ class AppState:
     def is_served(self, model_id: str) -> bool:
         return model_id.lower() in {n.lower() for n in self.settings.model_names}
 
-    def resolve_model(self, model: str | None) -> str:
-        """The id echoed back; omitted → the served id; unknown → 400 like OpenRouter."""
-        if model and not self.is_served(model):
-            raise bad_request(f"{model} is not a valid model ID")
-        return self.settings.model.served_name
+    def resolve_model(self, model: str | None, fallbacks: list[str] | None = None) -> tuple[str, str | None]:
+        """The id echoed back and the routing variant asked for: omitted → the served id; a
+        routing variant (``:nitro`` …) of a served id → that id; else the first of ``fallbacks``
+        (OpenRouter's ``models``) that is served; none → 400 like OpenRouter."""
+        candidates = [m for m in [model, *(fallbacks or [])] if m]
+        if not candidates:
+            return self.settings.model.served_name, None
+        for candidate in candidates:
+            base, variant = split_variant(candidate)
+            if self.is_served(base):
+                return self.settings.model.served_name, variant
+        raise bad_request(f"{candidates[0]} is not a valid model ID")
 
     # ---- the serving core's observer: credit, drain bookkeeping, usage, limits, figures -----------
     async def reserve(self, plan: GenerationPlan) -> None:

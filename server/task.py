@@ -42,6 +42,7 @@ class RequestInfo:
     session_id: str | None = None
     cache_salt: str | None = None
     service_tier: str | None = None
+    variant: str | None = None  # OpenRouter's routing variant of the model id (nitro, floor, exacto)
 
 
 @dataclass(frozen=True, slots=True)

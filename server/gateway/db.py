@@ -134,6 +134,7 @@ class GenerationRow(Base):
     service_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
     cache_discount: Mapped[float | None] = mapped_column(Float, nullable=True)
     replica: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    variant: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ServerSecret(Base):

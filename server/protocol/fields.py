@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from server.constants import Effort
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
+from server.protocol.routing_fields import ProviderPreferences
 from server.task import ReasoningPlan, ReasoningRequest, Sampling, ToolChoice, ToolRequest, ToolSpec
 
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
@@ -102,6 +103,10 @@ class SamplingFields(Lenient):
     session_id: str | None = Field(None, max_length=10_000)
     prompt_cache_key: str | None = Field(None, max_length=10_000)
     service_tier: ServiceTier | None = None
+    # OpenRouter's routing: fallback models (the first this server serves is used) and provider
+    # preferences (checked against this deployment: protocol/routing_fields.py).
+    models: list[str] | None = Field(None, max_length=100)
+    provider: ProviderPreferences | None = None
 
     @field_validator("logit_bias")
     @classmethod

@@ -12,7 +12,9 @@ from urllib.parse import quote
 from fastapi import Request
 
 from server.protocol.fields import SamplingFields
+from server.protocol.models import quantization
 from server.protocol.openrouter import generation_id
+from server.protocol.routing_fields import ProviderPreferences, check_provider
 from server.serving.plan import GenerationPlan
 from server.state import AppState, app_state
 from server.task import RequestInfo, Task
@@ -35,19 +37,26 @@ def request_info(
     session_id: str | None = None,
     session_hint: str | None = None,
     service_tier: str | None = None,
+    fallbacks: list[str] | None = None,
+    provider: ProviderPreferences | None = None,
 ) -> RequestInfo:
     """A new generation id and who is asking: for the usage record, the response ids and routing.
 
     The session is the first of: the body's ``session_id`` (OpenRouter's), the ``x-session-id``
     header, the API's own hint (Responses ``prompt_cache_key``, the session in Anthropic's
     ``metadata.user_id``, Codex's ``session-id`` header), then the end ``user``."""
+    state = app_state(request)
+    served, variant = state.resolve_model(model, fallbacks)
+    s = state.settings
+    check_provider(provider, s.provider_name, quantization(s), (s.pricing.prompt, s.pricing.completion))
     key = getattr(request.state, "api_key", None)
     h = request.headers
     session = session_id or h.get("x-session-id") or session_hint or user
     tier = service_tier if service_tier not in (None, "auto") else (key.serving.service_tier if key is not None else None)
     return RequestInfo(
         gen_id=generation_id(),
-        model=app_state(request).resolve_model(model),
+        model=served,
+        variant=variant,
         api=api,
         route=request.url.path,
         streamed=streamed,
@@ -75,6 +84,8 @@ def chat_info(request: Request, req: SamplingFields, api: str) -> RequestInfo:
         session_id=req.session_id,
         session_hint=req.prompt_cache_key,
         service_tier=req.service_tier,
+        fallbacks=req.models,
+        provider=req.provider,
     )
 
 

@@ -163,6 +163,8 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
         session_id=req.session_id,
         session_hint=req.prompt_cache_key or request.headers.get("session-id"),
         service_tier=req.service_tier,
+        fallbacks=req.models,
+        provider=req.provider,
     )
     task = req.task(info, conversation, names)
     plan = await core.plan(task)

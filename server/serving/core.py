@@ -229,6 +229,7 @@ class Generation:
             user_agent=info.user_agent,
             session_id=info.session_id,
             service_tier=self.plan.service_tier,
+            variant=info.variant,
             replica=route.replica if route is not None else None,
             route_reason=route.reason if route is not None else None,
             client_mistake=failure is not None and failure.client_mistake,

@@ -38,6 +38,7 @@ class UsageRecord:
     service_tier: str | None = None  # the tier it was served at
     cache_discount: float | None = None  # USD its cached tokens saved
     replica: int | None = None  # the data-parallel replica it ran on (None: the engine chose)
+    variant: str | None = None  # the model id's routing variant (nitro, floor, exacto)
     # Not stored: how the replica was chosen (session, prefix, new, spill), for the metrics.
     route_reason: str | None = None
     # Not stored: a failure that was the client's own mistake does not count against uptime.
