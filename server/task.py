@@ -169,3 +169,5 @@ class Task:
     dropped_tools: tuple[str, ...] = ()
     # A max_tokens over what the context leaves is cut to fit, not refused (see the Messages API).
     clamp_max_tokens: bool = False
+    # A prompt over the context loses messages from its middle (OpenRouter's middle-out).
+    compress_middle: bool = False

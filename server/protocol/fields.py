@@ -107,6 +107,15 @@ class SamplingFields(Lenient):
     # preferences (checked against this deployment: protocol/routing_fields.py).
     models: list[str] | None = Field(None, max_length=100)
     provider: ProviderPreferences | None = None
+    # OpenRouter's middle-out: ``transforms: ["middle-out"]`` or the ``context-compression`` plugin.
+    transforms: list[str] | None = Field(None, max_length=16)
+    plugins: list[dict[str, Any]] | None = Field(None, max_length=32)
+
+    @property
+    def middle_out(self) -> bool:
+        """Whether a prompt over the context is cut from the middle instead of refused."""
+        plugin = any(p.get("id") == "context-compression" and p.get("enabled") is not False for p in self.plugins or [])
+        return plugin or "middle-out" in (self.transforms or [])
 
     @field_validator("logit_bias")
     @classmethod

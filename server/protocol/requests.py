@@ -117,6 +117,7 @@ class ChatRequest(SamplingFields):
             output_format=output_format(self.response_format),
             whole_output_grammar=self.structured_outputs.constraint() if self.structured_outputs is not None else None,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            compress_middle=self.middle_out,
         )
 
 

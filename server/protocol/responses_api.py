@@ -103,6 +103,7 @@ class ResponsesRequest(SamplingFields):
             max_tokens=self.max_output_tokens,
             output_format=self.output_format(),
             dropped_tools=tuple(names.dropped),
+            compress_middle=self.middle_out,
         )
 
     def _choice(self, names: ToolNames) -> ToolChoice:

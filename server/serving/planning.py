@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from server.hermes.constraints import ToolPlan, check_output_format, plan_tools
 from server.hermes.params import build_options
 from server.hermes.prompt import PromptRenderer
+from server.serving.middle_out import fit
 from server.serving.plan import GenerationPlan, make_plan
 from server.settings import SamplingDefaults
 from server.task import Task
@@ -23,6 +25,8 @@ log = logging.getLogger("hermes.planning")
 # Rendering a very long prompt (tens of thousands of tokens) takes long enough to stall other
 # streams; below this many characters it is cheaper to render inline than to hop threads.
 _RENDER_INLINE_CHARS = 20_000
+# Output room middle-out leaves when the request sets no max_tokens.
+_MIDDLE_OUT_RESERVE = 4096
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,20 @@ async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: Plan
         messages = task.messages
         tool_list = tools.offered
 
-        def render() -> tuple[list[int], bool]:
-            p = renderer.render_chat(messages, tools=tool_list, thinking=reasoning.enabled, keep_cots=defaults.keep_cots)
+        def render(msgs: list[dict[str, Any]]) -> tuple[list[int], bool]:
+            p = renderer.render_chat(msgs, tools=tool_list, thinking=reasoning.enabled, keep_cots=defaults.keep_cots)
             return p.token_ids, p.opens_reasoning
 
         size = sum(len(str(m.get("content") or "")) for m in messages)
-        ids, opens_reasoning = await asyncio.to_thread(render) if size > _RENDER_INLINE_CHARS else render()
+        ids, opens_reasoning = await asyncio.to_thread(render, messages) if size > _RENDER_INLINE_CHARS else render(messages)
+        if task.compress_middle and len(ids) + (task.max_tokens or 1) > max_model_len:
+            # Without max_tokens, leave the answer some room: a prompt cut to the last token
+            # would leave it none.
+            budget = max_model_len - (task.max_tokens or min(_MIDDLE_OUT_RESERVE, max_model_len // 8))
+            fitted = await asyncio.to_thread(fit, messages, lambda m: len(render(m)[0]), budget)
+            if fitted is not None:  # else the context error below, as without the transform
+                log.info("middle-out: %d of %d messages kept to fit the context", len(fitted), len(messages))
+                ids, opens_reasoning = render(fitted)
         split = True
     whole = task.whole_output_grammar
     structured = whole or (tools.structured if tools is not None else None) or task.output_format
