@@ -21,7 +21,7 @@ from server.gateway.db import Database
 from server.hermes.prompt import PromptRenderer
 from server.jsonio import JSONResponse
 from server.middleware import BodySizeLimit, GatewayMiddleware
-from server.routes import account, chat, completions, health, messages, models, responses
+from server.routes import account, chat, completions, health, keys, messages, models, responses
 from server.routes.adapter import Adapter, route_labels
 from server.settings import Settings
 from server.state import AppState, install_state
@@ -81,7 +81,7 @@ def create_app(
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)
     install_error_handlers(app, errors)
-    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router):
+    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router, keys.router):
         app.include_router(r)
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 from typing import Annotated
 
 import typer
 
 from server.cli_common import ConfigOpt, database
+from server.gateway.db import ApiKey, usable
+from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits, KeyServing
+
+
+class LimitReset(enum.StrEnum):
+    daily = "daily"
+    weekly = "weekly"
+    monthly = "monthly"
+
+
+def _state(k: ApiKey) -> str:
+    if k.revoked_at:
+        return f"revoked {k.revoked_at:%Y-%m-%d}"
+    if k.disabled:
+        return "disabled"
+    if k.expires_at and not usable(k):
+        return f"expired {k.expires_at:%Y-%m-%d}"
+    return "management" if k.management else "active"
 
 
 class ServiceTierChoice(enum.StrEnum):
@@ -33,12 +52,24 @@ def keys_create(
     shared_cache: Annotated[
         bool, typer.Option(help="share the prefix cache with other such keys (no per-key cache salt)")
     ] = False,
+    limit_reset: Annotated[
+        LimitReset | None, typer.Option(help="the credit limit counts spend since the last reset (UTC)")
+    ] = None,
+    expires_at: Annotated[
+        datetime.datetime | None, typer.Option(help="the key stops working then (UTC)", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
+    ] = None,
+    management: Annotated[
+        bool, typer.Option(help="a management key: uses the key API (/api/v1/keys) and activity, generates nothing")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key. It is shown once, as the last line; only its hash is stored."""
     limits = KeyLimits(credit_limit=credit_limit, rpm=rpm, tpm=tpm)
     serving = KeyServing(service_tier=service_tier.value if service_tier else None, shared_cache=shared_cache or None)
-    row, key = database(config).create_key(label, limits, serving)
+    reset = limit_reset.value if limit_reset else None
+    row, key = KeyAdmin(database(config)).create(
+        label, limits, serving, limit_reset=reset, expires_at=expires_at, management=management
+    )
     typer.echo(f"created key {row.id} ({label}); store it now, it cannot be shown again:")
     typer.echo(key)
 
@@ -51,16 +82,18 @@ def keys_list(config: ConfigOpt = None) -> None:
 
     db = database(config)
     limit_names = list(KeyLimits().columns())
-    table = Table("id", "label", "key", "created", "revoked", *limit_names, "tier", "cache", "spent USD")
+    table = Table("id", "label", "key", "hash", "created", "state", *limit_names, "reset", "tier", "cache", "spent USD")
     for k in db.list_keys():
         limits = KeyLimits.of(k).columns()
         table.add_row(
             str(k.id),
             k.label,
             k.hint + "…",
+            k.key_hash[:12] + "…",
             f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+            _state(k),
             *("" if limits[n] is None else f"{limits[n]:g}" for n in limit_names),
+            k.limit_reset or "",
             k.service_tier or "",
             "shared" if k.shared_cache else "own",
             f"{db.spend(k.id):.6f}",
@@ -71,7 +104,9 @@ def keys_list(config: ConfigOpt = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="the id shown by `keys list`")], config: ConfigOpt = None) -> None:
     """Revoke a key (it stops working within seconds; its usage records stay)."""
-    if not database(config).revoke(key_id):
+    db = database(config)
+    row = next((k for k in db.list_keys() if k.id == key_id), None)
+    if row is None or not KeyAdmin(db).delete(row.key_hash):
         typer.echo(f"hermes-server: no active key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked key {key_id}")

@@ -56,6 +56,8 @@ class GatewayMiddleware:
             if not (scope["method"] == "POST" and path in self.generation_paths):
                 await self.app(scope, receive, counting_send)
                 return
+            if key is not None and key.management:
+                raise APIError(403, "A management key manages keys; it cannot be used for generations", reason="auth")
             headers = await state.limits.check(key) if key is not None else {}
             await state.admission.admit()
             try:

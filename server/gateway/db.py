@@ -45,7 +45,7 @@ from sqlalchemy.pool import StaticPool
 
 from server.gateway.key_limits import KeyLimits, KeyServing
 from server.gateway.migrate import add_new_columns
-from server.timeutil import utcnow
+from server.timeutil import period_start, utcnow
 
 KEY_PREFIX = "sk-hermes-"
 
@@ -79,6 +79,20 @@ class ApiKey(Base):
     # How its requests are served, one column per KeyServing field (key_limits.py), NULL: default.
     service_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
     shared_cache: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The key API's fields (gateway/key_admin.py): the credit limit counts spend since the last
+    # daily/weekly/monthly reset when limit_reset is set; a disabled or expired key is refused;
+    # a management key manages keys and reads activity, and generates nothing.
+    limit_reset: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    disabled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    management: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+def usable(row: ApiKey, now: dt.datetime | None = None) -> bool:
+    """Not revoked (deleted), not disabled, not expired."""
+    now = now or utcnow()
+    return row.revoked_at is None and not row.disabled and (row.expires_at is None or row.expires_at > now)
 
 
 class RateEvent(Base):
@@ -209,18 +223,10 @@ class Database:
         with self.session() as s:
             return list(s.scalars(select(ApiKey).order_by(ApiKey.id)))
 
-    def revoke(self, key_id: int) -> bool:
-        with self.session() as s:
-            row = s.get(ApiKey, key_id)
-            if row is None or row.revoked_at is not None:
-                return False
-            row.revoked_at = utcnow()
-            return True
-
     def find_key(self, key: str) -> ApiKey | None:
         with self.session() as s:
             row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-            return row if row is not None and row.revoked_at is None else None
+            return row if row is not None and usable(row) else None
 
     # ---- limits: counted here so that every process sees the same numbers ----------------------
     @contextmanager
@@ -251,15 +257,24 @@ class Database:
         row = s.get(ApiKey, key_id)
         if row is None:
             return 0.0
-        if row.spent is None:  # a database from before the column: sum the records once
-            total = s.scalar(select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(GenerationRow.key_id == key_id))
-            row.spent = float(total or 0.0)
+        if row.limit_reset is not None:  # the credit limit is on spend since the last reset
+            since = period_start(row.limit_reset, dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None))
+            spent = s.scalar(
+                select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(
+                    GenerationRow.key_id == key_id, GenerationRow.created_at >= since
+                )
+            )
+        else:
+            if row.spent is None:  # a database from before the column: sum the records once
+                total = s.scalar(select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(GenerationRow.key_id == key_id))
+                row.spent = float(total or 0.0)
+            spent = row.spent
         held = s.scalar(
             select(func.coalesce(func.sum(CreditHold.amount), 0.0)).where(
                 CreditHold.key_id == key_id, CreditHold.expires_at > now
             )
         )
-        return float(row.spent) + float(held or 0.0)
+        return float(spent or 0.0) + float(held or 0.0)
 
     # ---- usage -------------------------------------------------------------------------------
     def add_records(self, records: list[dict[str, Any]], settle: Settle | None = None) -> None:

@@ -25,12 +25,14 @@ class KeyInfo:
     limits: KeyLimits = field(default_factory=KeyLimits)
     serving: KeyServing = field(default_factory=KeyServing)
     cache_salt: str | None = None
+    limit_reset: str | None = None  # the credit limit counts spend since the last daily/weekly/monthly reset
+    management: bool = False  # manages keys, reads activity; generates nothing
 
     @classmethod
     def of(cls, row: ApiKey, salt_secret: bytes) -> KeyInfo:
         serving = KeyServing.of(row)
         salt = None if serving.shared_cache else cache_salt(salt_secret, row.id)
-        return cls(row.id, row.label, row.hint, KeyLimits.of(row), serving, salt)
+        return cls(row.id, row.label, row.hint, KeyLimits.of(row), serving, salt, row.limit_reset, bool(row.management))
 
 
 def cache_salt(secret: bytes, key_id: int) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from server.errors import APIError, bad_request
+from server.gateway.key_admin import KeyAdmin
 from server.gateway.keys import KeyInfo
 from server.serving.record import UsageRecord
 from server.state import AppState, app_state
-from server.timeutil import utcnow
 
 router = APIRouter()
 
@@ -26,35 +26,23 @@ async def key_info(request: Request) -> dict[str, Any]:
 
 
 async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
-    total = daily = weekly = monthly = 0.0
+    spent = {"usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0}
     if key is not None:  # auth off (loopback dev profile): nothing is counted per key
-        db = state.db
-        now = utcnow()
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        week = day - dt.timedelta(days=day.weekday())
-        month = day.replace(day=1)
-
-        def sums() -> tuple[float, float, float, float]:
-            return db.spend(key.id), db.spend(key.id, day), db.spend(key.id, week), db.spend(key.id, month)
-
-        total, daily, weekly, monthly = await asyncio.to_thread(sums)
-        extra = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
-        total, daily, weekly, monthly = (v + extra for v in (total, daily, weekly, monthly))
+        pending = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
+        spent = await asyncio.to_thread(KeyAdmin(state.db).spend, key.id, pending)
+    counted = spent[f"usage_{key.limit_reset}"] if key is not None and key.limit_reset else spent["usage"]
     return {
         "label": key.label if key is not None else "auth disabled",
-        "limit_reset": None,
+        "limit_reset": key.limit_reset if key is not None else None,
         "include_byok_in_limit": False,
-        "usage": total,
-        "usage_daily": daily,
-        "usage_weekly": weekly,
-        "usage_monthly": monthly,
+        **spent,
         "byok_usage": 0.0,
         "byok_usage_daily": 0.0,
         "byok_usage_weekly": 0.0,
         "byok_usage_monthly": 0.0,
         "is_free_tier": False,
-        "is_management_key": False,
-        "is_provisioning_key": False,
+        "is_management_key": bool(key and key.management),
+        "is_provisioning_key": bool(key and key.management),
         "creator_user_id": None,
         "organization_id": None,
         "workspace_id": None,
@@ -63,7 +51,8 @@ async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
         "effective_budget": None,
         "free_model_daily_requests": {"limit": 0, "remaining": 0, "used": 0},
         "expires_at": None,
-        **state.limits.report(key.limits if key is not None else None, total),  # limit, limit_remaining, rate_limit
+        # limit, limit_remaining (since the last reset, when the limit resets), rate_limit
+        **state.limits.report(key.limits if key is not None else None, counted),
     }
 
 

@@ -37,6 +37,7 @@ def route_labels(adapters: Iterable[Adapter]) -> list[tuple[str, str]]:
     pairs = [(p, a.name) for a in adapters for p in a.paths] + [pair for a in adapters for pair in a.sublabels]
     pairs += [(p, "models") for p in ("/v1/models", "/api/v1/models")]
     pairs += [("/api/v1/generation", "generation"), ("/api/v1/key", "key"), ("/metrics", "metrics")]
+    pairs += [("/api/v1/keys", "keys"), ("/api/v1/credits", "credits"), ("/api/v1/activity", "activity")]
     return sorted(pairs, key=lambda pair: -len(pair[0]))
 
 

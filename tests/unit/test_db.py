@@ -8,6 +8,7 @@ import time
 import pytest
 
 from server.gateway.db import Database, hash_key
+from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits
 
 
@@ -33,7 +34,8 @@ def _exercise(db: Database) -> None:
     assert got is not None and got.cancelled and got.completion_tokens == 5
     (day,) = [r for r in db.daily_summary() if r["key_id"] == row.id]
     assert day["requests"] == 2 and day["cancelled"] == 1 and day["prompt"] == 20
-    assert db.revoke(row.id) and db.find_key(key) is None and not db.revoke(row.id)
+    admin = KeyAdmin(db)
+    assert admin.delete(row.key_hash) and db.find_key(key) is None and not admin.delete(row.key_hash)
 
 
 def test_sqlite_file(tmp_path) -> None:
