@@ -123,11 +123,11 @@ def test_malformed_json_unknown_route_method_body_size(client: TestClient) -> No
     assert r.status_code == 413 and r.json()["error"]["code"] == 413
 
 
-def test_routing_fields_ignored(client: TestClient) -> None:
+def test_routing_fields_accepted(client: TestClient) -> None:
     body = {
         "messages": MSG,
         "provider": {"order": ["x"]},
-        "models": ["a"],
+        "models": ["a", "nousresearch/hermes-4-70b"],
         "transforms": [],
         "plugins": [],
         "user": "u",
