@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from server.batches.runner import BatchRunner
 from server.engine.base import EngineClient
 from server.errors import ErrorShapes, install_error_handlers
 from server.gateway.admission import SharedSlots
@@ -21,7 +22,7 @@ from server.gateway.db import Database
 from server.hermes.prompt import PromptRenderer
 from server.jsonio import JSONResponse
 from server.middleware import BodySizeLimit, GatewayMiddleware
-from server.routes import account, chat, completions, health, keys, messages, models, responses
+from server.routes import account, batches, chat, completions, health, keys, messages, models, responses
 from server.routes.adapter import Adapter, route_labels
 from server.settings import Settings
 from server.state import AppState, install_state
@@ -54,10 +55,18 @@ def create_app(
         state.metrics.bind_engine(engine.num_unfinished_requests, engine.kv_cache_usage, engine.queue_counts)
         state.usage.start()
         task = asyncio.create_task(_start(engine))
+        runner = None
+        if settings.batches.enabled:
+            # Every API process runs a runner: together they fill the share.
+            share = max(1, int(settings.batches.share * state.admission.max_in_flight / settings.api_processes))
+            runner = BatchRunner(app, state, concurrency=share)
+            runner.start()
         try:
             yield
         finally:
             state.admission.draining = True
+            if runner is not None:  # its unfinished requests go back to the queue, for the next start
+                await runner.stop()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await state.usage.flush()
@@ -81,7 +90,7 @@ def create_app(
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)
     install_error_handlers(app, errors)
-    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router, keys.router):
+    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router, keys.router, batches.router):
         app.include_router(r)
 
     @app.get("/metrics", include_in_schema=False)

@@ -195,6 +195,25 @@ class RoutingSettings(_Section):
     )
 
 
+class BatchSettings(_Section):
+    """Batches (OpenAI's /v1/batches, OpenRouter's /api/beta/batches): run in the background
+    from the database, at the lowest priority, within a share of the slots."""
+
+    enabled: bool = Field(True, description="Accept batches and run them.")
+    share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Of the gateway's generation slots, the share one server's batch runner may fill: "
+        "the rest stays free for interactive requests.",
+    )
+    discount: float = Field(
+        0.5, ge=0, le=1, description="What a batch request costs, as a share of the price (OpenAI and OpenRouter: half)."
+    )
+    max_requests: int = Field(50_000, ge=1, description="Requests one batch may hold.")
+    max_window_hours: float = Field(24 * 7, gt=0, description="The longest completion window accepted.")
+
+
 class GatewaySettings(_Section):
     max_in_flight: int | None = Field(
         None,
@@ -283,6 +302,7 @@ class Settings(BaseSettings):
     reasoning: ReasoningSettings = Field(default_factory=ReasoningSettings, description="Reasoning defaults.")
     pricing: Pricing = Field(default_factory=Pricing, description="Prices used for usage cost and credit limits.")
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="Admission, timeouts and drain.")
+    batches: BatchSettings = Field(default_factory=BatchSettings, description="Batch API.")
     routing: RoutingSettings = Field(
         default_factory=RoutingSettings, description="Session and prefix affinity over data-parallel replicas."
     )

@@ -27,7 +27,7 @@ from server.serving.core import ServingCore
 from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults
 from server.serving.record import Stoppable, UsageRecord
-from server.settings import Settings
+from server.settings import Pricing, Settings
 
 
 def fingerprint(settings: Settings) -> str:
@@ -99,6 +99,7 @@ class AppState:
                     priority_scheduling=s.engine.scheduling_policy == "priority",
                 ),
                 router=self._replica_router(self.engine),
+                batch_pricing=batch_pricing(s),
             )
         return self._core
 
@@ -152,7 +153,7 @@ class AppState:
         not fit) as its generation opens; the usage record settles it."""
         info = plan.info
         if info.key_id is not None and info.credit_limit is not None:
-            p, g = self.settings.pricing, self.settings.gateway
+            p, g = self.core().pricing_of(plan), self.settings.gateway
             await self.limits.hold_credit(
                 info.key_id,
                 info.credit_limit,
@@ -173,6 +174,13 @@ class AppState:
             ttft = record.ttft_ms / 1000 if record.ttft_ms is not None else None
             decode = (record.latency_ms - (record.ttft_ms or record.latency_ms)) / 1000
             self.stats.record(record.error is None, ttft, record.completion_tokens, decode)
+
+
+def batch_pricing(settings: Settings) -> Pricing:
+    """The profile's prices at the batch discount."""
+    p, share = settings.pricing, settings.batches.discount
+    cache_read = p.input_cache_read * share if p.input_cache_read is not None else None
+    return Pricing(prompt=p.prompt * share, completion=p.completion * share, input_cache_read=cache_read)
 
 
 def default_in_flight(settings: Settings) -> int:

@@ -43,6 +43,7 @@ class RequestInfo:
     cache_salt: str | None = None
     service_tier: str | None = None
     variant: str | None = None  # OpenRouter's routing variant of the model id (nitro, floor, exacto)
+    batch_id: str | None = None  # run by the batch runner for this batch (priced at the batch discount)
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,6 +149,7 @@ class GenerationRow(Base):
     cache_discount: Mapped[float | None] = mapped_column(Float, nullable=True)
     replica: Mapped[int | None] = mapped_column(Integer, nullable=True)
     variant: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ServerSecret(Base):
@@ -170,6 +171,56 @@ class StoredResponse(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     response: Mapped[str] = mapped_column(Text)  # the response object, JSON
     history: Mapped[str] = mapped_column(Text)  # the conversation through this response, JSON messages
+
+
+class StoredFile(Base):
+    """A file uploaded for a batch (OpenAI's files API), or a batch's output or error file."""
+
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    filename: Mapped[str] = mapped_column(String(300))
+    purpose: Mapped[str] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(Text)
+
+
+class BatchRow(Base):
+    """A batch (OpenAI's or OpenRouter's shape): its requests are BatchItem rows, run by the
+    batch runner of any server on the database (batches/runner.py)."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    shape: Mapped[str] = mapped_column(String(16))  # "openai" | "openrouter"
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    in_progress_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    cancelling_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    completion_window: Mapped[str] = mapped_column(String(16))
+    input_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    meta: Mapped[str | None] = mapped_column(Text, nullable=True)  # the client's metadata, JSON
+
+
+class BatchItem(Base):
+    """One request of a batch and, once run, its result (exactly one per custom_id)."""
+
+    __tablename__ = "batch_items"
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)  # the request body, JSON
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | running | done
+    claimed_until: Mapped[float | None] = mapped_column(Float, nullable=True)  # unix time: a runner's lease
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # the response body, JSON
+    gen_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -222,6 +273,10 @@ class Database:
     def list_keys(self) -> list[ApiKey]:
         with self.session() as s:
             return list(s.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+    def key_by_id(self, key_id: int) -> ApiKey | None:
+        with self.session() as s:
+            return s.get(ApiKey, key_id)
 
     def find_key(self, key: str) -> ApiKey | None:
         with self.session() as s:

@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from server.gateway.db import ApiKey, Database
+from server.gateway.db import ApiKey, Database, usable
 from server.gateway.key_limits import KeyLimits, KeyServing
 
 _KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
@@ -49,15 +49,24 @@ class KeyStore:
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._salt_secret: bytes | None = None
 
+    def by_id(self, key_id: int) -> KeyInfo | None:
+        """A usable key by its id (the batch runner acts for the key that made the batch)."""
+        row = self.db.key_by_id(key_id)
+        return KeyInfo.of(row, self._secret()) if row is not None and usable(row) else None
+
+    def _secret(self) -> bytes:
+        if self._salt_secret is None:
+            self._salt_secret = self.db.server_secret("cache_salt", lambda: secrets.token_bytes(32))
+        return self._salt_secret
+
     async def authenticate(self, token: str) -> KeyInfo | None:
         now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None and now - hit[0] < _KEY_TTL_S:
             return hit[1]
-        if self._salt_secret is None:
-            self._salt_secret = await asyncio.to_thread(self.db.server_secret, "cache_salt", lambda: secrets.token_bytes(32))
+        secret = await asyncio.to_thread(self._secret)
         row = await asyncio.to_thread(self.db.find_key, token)
-        info = KeyInfo.of(row, self._salt_secret) if row is not None else None
+        info = KeyInfo.of(row, secret) if row is not None else None
         if len(self._cache) > _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = (now, info)

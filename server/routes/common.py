@@ -16,6 +16,7 @@ from server.protocol.models import quantization
 from server.protocol.openrouter import generation_id
 from server.protocol.routing_fields import ProviderPreferences, check_provider
 from server.serving.plan import GenerationPlan
+from server.serving.planning import BATCH_TIER
 from server.state import AppState, app_state
 from server.task import RequestInfo, Task
 
@@ -53,10 +54,12 @@ def request_info(
     h = request.headers
     session = session_id or h.get("x-session-id") or session_hint or user
     tier = service_tier if service_tier not in (None, "auto") else (key.serving.service_tier if key is not None else None)
+    batch = request.scope.get("hermes_batch")  # set only by the batch runner, never by a client
+    if batch is not None:
+        tier = BATCH_TIER
     return RequestInfo(
         gen_id=generation_id(),
         model=served,
-        variant=variant,
         api=api,
         route=request.url.path,
         streamed=streamed,
@@ -70,6 +73,8 @@ def request_info(
         session_id=session[:_SESSION_MAX] if session else None,
         cache_salt=key.cache_salt if key is not None else None,
         service_tier=tier,
+        variant=variant,
+        batch_id=batch["batch_id"] if batch is not None else None,
     )
 
 

@@ -60,15 +60,21 @@ class ServingCore:
         observer: GenerationObserver | None = None,
         defaults: PlanDefaults | None = None,
         router: ReplicaRouter | None = None,
+        batch_pricing: Pricing | None = None,
     ) -> None:
         """``router``: places each generation on a data-parallel replica (None: one replica, or
         the engine's own balancer)."""
         self.engine, self.renderer, self.observer = engine, renderer, observer
         self.pricing = pricing
+        self.batch_pricing = batch_pricing if batch_pricing is not None else pricing
         self.router = router
         self.keepalive_seconds = keepalive_seconds
         self.timeout_seconds = timeout_seconds
         self.defaults = defaults if defaults is not None else PlanDefaults(SamplingDefaults())
+
+    def pricing_of(self, plan: GenerationPlan) -> Pricing:
+        """The prices a plan is charged at: a batch's are discounted."""
+        return self.batch_pricing if plan.info.batch_id is not None else self.pricing
 
     async def plan(self, task: Task) -> GenerationPlan:
         """The task's plan (400 for what cannot be generated); reserves nothing."""
@@ -169,7 +175,7 @@ class Generation:
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
             reason = finish_reason(tally.native_finish, router.tool_calls) or "stop"
             end.append(Finish(reason, tally.native_finish or reason, stop_sequence))
-            usage = tally.usage(core.pricing)
+            usage = tally.usage(core.pricing_of(plan))
             end.append(usage)
             yield end
         except (EngineError, APIError) as exc:
@@ -185,7 +191,7 @@ class Generation:
                 assert core.router is not None
                 core.router.release(route.replica)
             if core.observer is not None:
-                u = usage if usage is not None else tally.usage(core.pricing)  # failed or cancelled: what was made
+                u = usage if usage is not None else tally.usage(core.pricing_of(plan))  # failed or cancelled: what was made
                 core.observer.finished(self, self._record(created, start, tally, u, router, failure, cancelled, route))
 
     def _record(
@@ -230,6 +236,7 @@ class Generation:
             session_id=info.session_id,
             service_tier=self.plan.service_tier,
             variant=info.variant,
+            batch_id=info.batch_id,
             replica=route.replica if route is not None else None,
             route_reason=route.reason if route is not None else None,
             client_mistake=failure is not None and failure.client_mistake,

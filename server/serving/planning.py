@@ -41,7 +41,9 @@ class PlanDefaults:
 
 # Service tiers (OpenAI's and OpenRouter's service_tier) → vLLM priority: lower is served first.
 # "auto" and OpenAI's "scale" are served as default.
-TIER_PRIORITY = {"priority": 0, "default": 1, "flex": 2}
+TIER_PRIORITY = {"priority": 0, "default": 1, "flex": 2, "batch": 3}
+# Batch requests' tier: below every interactive one.
+BATCH_TIER = "batch"
 
 
 def service_tier(requested: str | None, priority_scheduling: bool) -> tuple[str, int]:

@@ -39,6 +39,7 @@ class UsageRecord:
     cache_discount: float | None = None  # USD its cached tokens saved
     replica: int | None = None  # the data-parallel replica it ran on (None: the engine chose)
     variant: str | None = None  # the model id's routing variant (nitro, floor, exacto)
+    batch_id: str | None = None  # the batch it ran for
     # Not stored: how the replica was chosen (session, prefix, new, spill), for the metrics.
     route_reason: str | None = None
     # Not stored: a failure that was the client's own mistake does not count against uptime.
