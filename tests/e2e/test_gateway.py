@@ -376,10 +376,44 @@ def test_stop_signal_drains_twenty_streams(tmp_path: Path, how: str) -> None:
     assert sum(1 for r in records if r is not None and r.error) == ended
 
 
+def _batch_survives_a_server_stopping(a: RunningServer, b: RunningServer, key: str) -> None:
+    """A batch made through the openai SDK on one server is worked by both servers' runners; the
+    first server stops mid-batch (SIGTERM: it hands back what it had not finished) and the other
+    finishes it: every custom_id answered exactly once, through the real engine."""
+    from openai import OpenAI
+
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"q-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {**BODY, "max_tokens": 48, "min_tokens": 48, "ignore_eos": True},
+            }
+        )
+        for i in range(40)
+    ]
+    sdk_a = OpenAI(base_url=a.v1, api_key=key, max_retries=0, timeout=60)
+    upload = sdk_a.files.create(file=("in.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+    batch = sdk_a.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    deadline = time.monotonic() + 120
+    while sdk_a.batches.retrieve(batch.id).request_counts.completed == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop_server(a)  # mid-batch
+    sdk_b = OpenAI(base_url=b.v1, api_key=key, max_retries=0, timeout=60)
+    deadline = time.monotonic() + 300
+    while (done := sdk_b.batches.retrieve(batch.id)).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert done.status == "completed" and done.request_counts.completed == 40, done
+    out = [json.loads(line) for line in sdk_b.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(f"q-{i}" for i in range(40))  # each exactly once
+    assert {o["response"]["body"]["usage"]["completion_tokens"] for o in out} == {48}
+
+
 def test_two_servers_on_one_postgres_share_keys_limits_and_credit(postgres_url: str, tmp_path: Path) -> None:
     """Two servers (one per node behind a Service, say) on one PostgreSQL database: a key made once
-    works on both, its rpm and credit are exact across them, and each server serves the other's
-    generation records."""
+    works on both, its rpm and credit are exact across them, each server serves the other's
+    generation records, and a batch outlives one of them stopping."""
     env = {"HERMES_DATABASE_URL": postgres_url, "HERMES_AUTH_REQUIRED": "1"}
     plain = _key(env, "--label", "pg")
     with ThreadPoolExecutor(2) as pool:  # both start at once, as a rollout would
@@ -421,6 +455,7 @@ def test_two_servers_on_one_postgres_share_keys_limits_and_credit(postgres_url: 
                     break
                 time.sleep(0.3)
             assert spent == pytest.approx(3 * cost, rel=1e-6)
+        _batch_survives_a_server_stopping(a, b, plain)
     finally:
         for server in (a, b):
             stop_server(server)
