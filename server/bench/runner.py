@@ -227,7 +227,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         console_out.print(f"{label} replicas: {describe_spread(s)}")
     for t in targets:
         rows = describe_rows(token_stats([r for (label, _), recs in records.items() if label == t.label for r in recs if r.ok]))
-        if len(rows) > 1:  # a workload with kinds of request (turns, tools …): per kind
+        if len(rows) > 2:  # the overall row and two kinds or more (turns, tools …): per kind
             stats = Table("kind", *STATS_HEADER[1:], title=f"{t.label}: tokens per request (server usage, means)")
             for row in rows:
                 stats.add_row(*row)
