@@ -14,7 +14,7 @@ from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, chat_logprobs, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
 from server.routes.adapter import Adapter
-from server.routes.common import chat_info, response_base
+from server.routes.common import openrouter_info, response_base
 from server.serving.core import ServingCore
 from server.serving.encode import Collected
 from server.serving.events import Piece, ReasoningText, ToolCall
@@ -33,7 +33,7 @@ _ARG_PIECE = 32
 async def chat_completions(request: Request, req: ChatRequest) -> Any:
     state = app_state(request)
     core = state.core()
-    plan = await core.plan(req.task(chat_info(request, req, ADAPTER.name)))
+    plan = await core.plan(req.task(openrouter_info(request, req, ADAPTER.name)))
     generation = await core.open(plan)
     base = response_base(state, plan)
     headers = {"X-Generation-Id": plan.info.gen_id}

@@ -78,8 +78,9 @@ def request_info(
     )
 
 
-def chat_info(request: Request, req: SamplingFields, api: str) -> RequestInfo:
-    """``request_info`` for the OpenRouter-shaped chat and completions bodies."""
+def openrouter_info(request: Request, req: SamplingFields, api: str, session_header: str | None = None) -> RequestInfo:
+    """``request_info`` for the OpenRouter-shaped bodies (chat, legacy completions, Responses);
+    ``session_header``: a header that names the session when ``prompt_cache_key`` does not."""
     return request_info(
         request,
         req.model,
@@ -87,7 +88,7 @@ def chat_info(request: Request, req: SamplingFields, api: str) -> RequestInfo:
         req.stream,
         req.user,
         session_id=req.session_id,
-        session_hint=req.prompt_cache_key,
+        session_hint=req.prompt_cache_key or (request.headers.get(session_header) if session_header else None),
         service_tier=req.service_tier,
         fallbacks=req.models,
         provider=req.provider,

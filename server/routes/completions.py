@@ -18,7 +18,7 @@ from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
 from server.routes.adapter import Adapter
-from server.routes.common import chat_info, response_base
+from server.routes.common import openrouter_info, response_base
 from server.serving.events import AnswerText, Piece, ReasoningText
 from server.serving.plan import GenerationPlan
 from server.state import app_state
@@ -33,7 +33,7 @@ _OBJECT = "text_completion"
 async def completions(request: Request, req: CompletionRequest) -> Any:
     state = app_state(request)
     core = state.core()
-    plan = await core.plan(req.task(chat_info(request, req, ADAPTER.name)))
+    plan = await core.plan(req.task(openrouter_info(request, req, ADAPTER.name)))
     generation = await core.open(plan)
     base = response_base(state, plan)
     headers = {"X-Generation-Id": plan.info.gen_id}

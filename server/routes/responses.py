@@ -35,7 +35,7 @@ from server.protocol.responses_wire import (
 from server.protocol.sealed import INCLUDE as INCLUDE_SEALED
 from server.protocol.sealed import Sealer
 from server.routes.adapter import Adapter
-from server.routes.common import dropped_tools_header, request_info
+from server.routes.common import dropped_tools_header, openrouter_info
 from server.serving.events import Finish, Piece, Usage
 from server.serving.plan import GenerationPlan
 from server.serving.sse import sse
@@ -154,18 +154,7 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     names = req.tool_names()
     sealer = await state.reasoning_sealer()
     conversation = [*history, *input_messages(req.model_copy(update={"instructions": None}), names, sealer)]
-    info = request_info(
-        request,
-        req.model,
-        ADAPTER.name,
-        req.stream,
-        req.user,
-        session_id=req.session_id,
-        session_hint=req.prompt_cache_key or request.headers.get("session-id"),
-        service_tier=req.service_tier,
-        fallbacks=req.models,
-        provider=req.provider,
-    )
+    info = openrouter_info(request, req, ADAPTER.name, session_header="session-id")  # Codex: session-id header
     task = req.task(info, conversation, names)
     plan = await core.plan(task)
     generation = await core.open(plan)
