@@ -14,7 +14,7 @@ from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, chat_logprobs, reasoning_details, usage_block
 from server.protocol.requests import ChatRequest
 from server.routes.adapter import Adapter
-from server.routes.common import openrouter_info, response_base
+from server.routes.common import client_gone, openrouter_info, response_base
 from server.serving.core import ServingCore
 from server.serving.encode import Collected
 from server.serving.events import Piece, ReasoningText, ToolCall
@@ -40,7 +40,9 @@ async def chat_completions(request: Request, req: ChatRequest) -> Any:
     if req.stream:
         enc = ChunkEncoder(base, _ChatChunks(core, plan))
         return generation.sse(generation.stream(enc), headers, KEEPALIVE)
-    return JSONResponse(_body(core, plan, base, await generation.collect(), bool(req.logprobs)), headers=headers)
+    return JSONResponse(
+        _body(core, plan, base, await generation.collect(client_gone(request)), bool(req.logprobs)), headers=headers
+    )
 
 
 def _body(core: ServingCore, plan: GenerationPlan, base: dict[str, Any], out: Collected, want_logprobs: bool) -> dict[str, Any]:

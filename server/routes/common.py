@@ -95,6 +95,14 @@ def openrouter_info(request: Request, req: SamplingFields, api: str, session_hea
     )
 
 
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: the next ASGI message is the
+    disconnect). A non-streamed answer passes it to ``replay``/``collect`` so a client that gave
+    up does not leave the engine generating for nobody."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def response_base(state: AppState, plan: GenerationPlan) -> dict[str, Any]:
     """The fields every chat or completion body and chunk repeats."""
     info = plan.info

@@ -18,7 +18,7 @@ from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE, ChunkEncoder, completion_logprobs, usage_block
 from server.protocol.requests import CompletionRequest
 from server.routes.adapter import Adapter
-from server.routes.common import openrouter_info, response_base
+from server.routes.common import client_gone, openrouter_info, response_base
 from server.serving.events import AnswerText, Piece, ReasoningText
 from server.serving.plan import GenerationPlan
 from server.state import app_state
@@ -41,7 +41,7 @@ async def completions(request: Request, req: CompletionRequest) -> Any:
     if req.stream:
         enc = ChunkEncoder(base, _CompletionChunks(plan, want_logprobs))
         return generation.sse(generation.stream(enc), headers, KEEPALIVE)
-    out = await generation.collect()
+    out = await generation.collect(client_gone(request))
     choice = {
         "index": 0,
         "text": out.text,

@@ -18,7 +18,7 @@ from server.jsonio import JSONResponse
 from server.protocol.anthropic_api import MessagesRequest
 from server.protocol.anthropic_wire import Event, MessageEvents, anthropic_error_body
 from server.routes.adapter import Adapter
-from server.routes.common import dropped_tools_header, request_info
+from server.routes.common import client_gone, dropped_tools_header, request_info
 from server.serving.sse import sse
 from server.state import AppState, app_state
 from server.task import Task
@@ -43,7 +43,7 @@ async def create_message(request: Request, req: MessagesRequest) -> Any:
     headers = {"X-Generation-Id": plan.info.gen_id, "request-id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return generation.sse(_frames(enc, generation.stream(enc)), headers, _frame(*enc.keep_alive()[0]), first=False)
-    await generation.replay(enc)
+    await generation.replay(enc, client_gone(request))
     return JSONResponse(enc.message(), headers=headers)
 
 

@@ -35,7 +35,7 @@ from server.protocol.responses_wire import (
 from server.protocol.sealed import INCLUDE as INCLUDE_SEALED
 from server.protocol.sealed import Sealer
 from server.routes.adapter import Adapter
-from server.routes.common import dropped_tools_header, openrouter_info
+from server.routes.common import client_gone, dropped_tools_header, openrouter_info
 from server.serving.events import Finish, Piece, Usage
 from server.serving.plan import GenerationPlan
 from server.serving.sse import sse
@@ -162,7 +162,7 @@ async def create_response(request: Request, req: ResponsesRequest) -> Any:
     headers = {"X-Generation-Id": plan.info.gen_id, **dropped_tools_header(task)}
     if req.stream:
         return generation.sse(_frames(turn, generation.stream(turn)), headers, KEEPALIVE, first=False)
-    await generation.replay(turn)
+    await generation.replay(turn, client_gone(request))
     await turn.keep()
     return JSONResponse(turn.final, headers=headers)
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from server.engine.base import EngineClient, EngineError
@@ -110,19 +110,36 @@ class Generation:
         frame) written during silences, and at once when ``first`` (see ``serving/sse.py``)."""
         return sse_response(frames, headers, keepalive, self.core.keepalive_seconds, first)
 
-    async def replay(self, enc: Encoder[object]) -> None:
+    async def replay(self, enc: Encoder[object], gone: Awaitable[None] | None = None) -> None:
         """The whole answer through the API's encoder (its output is not sent: the encoder keeps
-        what its body needs); a failure is raised as its APIError."""
+        what its body needs); a failure is raised as its APIError. ``gone``: resolves when the
+        client has disconnected; the generation then stops at once (the engine request is
+        aborted and recorded as cancelled) instead of running on for nobody."""
+        if gone is None:
+            await self._replay(enc)
+            return
+        run, watch = asyncio.ensure_future(self._replay(enc)), asyncio.ensure_future(gone)
+        try:
+            await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+                raise APIError(499, "Client closed the request")
+            run.result()
+        finally:
+            watch.cancel()
+
+    async def _replay(self, enc: Encoder[object]) -> None:
         # aclosing: a failure raised from here closes the run first, so its record is made now
         # rather than whenever the suspended generator is collected.
         async with contextlib.aclosing(self._batches()) as batches:
             async for _ in walk(batches, enc, raise_failure=True):
                 pass
 
-    async def collect(self) -> Collected:
-        """The whole answer, gathered."""
+    async def collect(self, gone: Awaitable[None] | None = None) -> Collected:
+        """The whole answer, gathered (``gone``: as for :meth:`replay`)."""
         collector = Collector()
-        await self.replay(collector)
+        await self.replay(collector, gone)
         return collector.result()
 
     def stop(self, reason: str) -> None:

@@ -408,6 +408,17 @@ def _batch_survives_a_server_stopping(a: RunningServer, b: RunningServer, key: s
     out = [json.loads(line) for line in sdk_b.files.content(done.output_file_id).text.splitlines()]
     assert sorted(o["custom_id"] for o in out) == sorted(f"q-{i}" for i in range(40))  # each exactly once
     assert {o["response"]["body"]["usage"]["completion_tokens"] for o in out} == {48}
+    # A cancel: what has not started is not run, and says so in the error file.
+    upload = sdk_b.files.create(file=("c.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+    second = sdk_b.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert sdk_b.batches.cancel(second.id).status == "cancelling"
+    deadline = time.monotonic() + 120
+    while (ended := sdk_b.batches.retrieve(second.id)).status != "cancelled" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ended.status == "cancelled" and ended.request_counts.completed < 40, ended
+    unrun = [json.loads(line) for line in sdk_b.files.content(ended.error_file_id).text.splitlines()]
+    assert len(unrun) == 40 - ended.request_counts.completed
+    assert {u["error"]["code"] for u in unrun} == {"batch_cancelled"}
 
 
 def test_two_servers_on_one_postgres_share_keys_limits_and_credit(postgres_url: str, tmp_path: Path) -> None:

@@ -92,3 +92,17 @@ def test_arguments_first_calls_are_accepted(server: RunningServer, tokenizer) ->
         assert len(calls) == 1 and json.loads(calls[0]["function"]["arguments"])["tz"] in ("UTC", "CET")
         if isinstance(choice, dict):
             assert calls[0]["function"]["name"] == "get_date"
+
+
+def test_a_non_streamed_request_is_aborted_when_its_client_gives_up(server: RunningServer) -> None:
+    """A legacy completion with a large max_tokens whose client times out: the engine request is
+    aborted within moments (vLLM's own count of unfinished requests drops to 0), not run on."""
+    import time
+
+    body = {"prompt": "Once upon a time", "max_tokens": 20000, "min_tokens": 20000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.api_v1 + "/completions", json=body, timeout=httpx.Timeout(60, read=2.0))
+    deadline = time.monotonic() + 10
+    while server.unfinished() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.unfinished() == 0  # 20,000 tokens would take the tiny model minutes

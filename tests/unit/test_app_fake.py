@@ -218,3 +218,51 @@ def test_model_listings_without_a_key_unless_the_profile_requires_one(tokenizer,
             for path in ("/api/v1/models", "/v1/models", "/v1/models/nousresearch/hermes-4-70b"):
                 assert c.get(path).status_code == status, path
             assert c.post(CHAT, json={"messages": MSG}).status_code == 401  # generation always needs one
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": MSG}),
+        ("/v1/completions", {"prompt": "Once"}),
+        ("/v1/responses", {"input": "Hi"}),
+        ("/v1/messages", {"model": "nousresearch/hermes-4-70b", "max_tokens": 50, "messages": MSG}),
+    ],
+)
+def test_a_non_streamed_request_stops_when_its_client_leaves(client: TestClient, fake: FakeEngine, path: str, body: dict) -> None:
+    """A client that gives up on a non-streamed answer frees the engine at once, and the
+    generation is recorded as cancelled."""
+    import asyncio
+    import time
+
+    fake.first_token_delay = 30.0  # a long prefill or queue: nothing comes for a while
+    raw = json.dumps(body).encode()
+
+    async def leave_after_a_moment() -> tuple[float, int]:
+        messages = [{"type": "http.request", "body": raw, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(0.3)  # the client waits a little, then disconnects
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "client": ("t", 1),
+            "server": ("testserver", 80), "headers": [(b"content-type", b"application/json")],
+        }  # fmt: skip
+        start = time.monotonic()
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+        return time.monotonic() - start, statuses[0]
+
+    took, status = client.portal.call(leave_after_a_moment)
+    assert took < 5 and status == 499 and not fake.running  # the engine request was aborted
+    state = client.app.state.hermes  # type: ignore[attr-defined]
+    client.portal.call(state.usage.flush)
+    assert state.metrics.generations.labels(outcome="cancelled")._value.get() >= 1
