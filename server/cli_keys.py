@@ -58,6 +58,9 @@ def keys_create(
     expires_at: Annotated[
         datetime.datetime | None, typer.Option(help="the key stops working then (UTC)", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
     ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="completion tokens for its requests that set none (default: the profile's)")
+    ] = None,
     management: Annotated[
         bool, typer.Option(help="a management key: uses the key API (/api/v1/keys) and activity, generates nothing")
     ] = False,
@@ -65,7 +68,9 @@ def keys_create(
 ) -> None:
     """Create a key. It is shown once, as the last line; only its hash is stored."""
     limits = KeyLimits(credit_limit=credit_limit, rpm=rpm, tpm=tpm)
-    serving = KeyServing(service_tier=service_tier.value if service_tier else None, shared_cache=shared_cache or None)
+    serving = KeyServing(
+        service_tier=service_tier.value if service_tier else None, shared_cache=shared_cache or None, max_tokens=max_tokens
+    )
     reset = limit_reset.value if limit_reset else None
     row, key = KeyAdmin(database(config)).create(
         label, limits, serving, limit_reset=reset, expires_at=expires_at, management=management

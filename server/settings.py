@@ -127,7 +127,12 @@ class SamplingDefaults(_Section):
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Frequency penalty when a request sends none.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Presence penalty when a request sends none.")
     repetition_penalty: float = Field(1.0, gt=0, le=2, description="Repetition penalty when a request sends none.")
-    max_tokens: int | None = Field(None, ge=1, description="None: whatever room the context leaves after the prompt.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Completion tokens for requests that set none (a key may have its own); published as /models "
+        "top_provider.max_completion_tokens. None: whatever room the context leaves after the prompt.",
+    )
 
 
 class Pricing(_Section):

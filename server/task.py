@@ -44,6 +44,7 @@ class RequestInfo:
     service_tier: str | None = None
     variant: str | None = None  # OpenRouter's routing variant of the model id (nitro, floor, exacto)
     batch_id: str | None = None  # run by the batch runner for this batch (priced at the batch discount)
+    default_max_tokens: int | None = None  # the key's completion-token default (else the profile's)
 
 
 @dataclass(frozen=True, slots=True)

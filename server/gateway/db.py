@@ -79,6 +79,7 @@ class ApiKey(Base):
     # How its requests are served, one column per KeyServing field (key_limits.py), NULL: default.
     service_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)
     shared_cache: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    max_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The key API's fields (gateway/key_admin.py): the credit limit counts spend since the last
     # daily/weekly/monthly reset when limit_reset is set; a disabled or expired key is refused;
     # a management key manages keys and reads activity, and generates nothing.

@@ -34,6 +34,7 @@ class KeyServing:
 
     service_tier: str | None = None  # the tier its requests get when they name none (or "auto")
     shared_cache: bool | None = None  # True: no per-key cache salt (it shares prefixes with others on purpose)
+    max_tokens: int | None = None  # completion tokens for its requests that set none (the profile's otherwise)
 
     @classmethod
     def of(cls, row: Any) -> KeyServing:

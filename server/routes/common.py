@@ -75,6 +75,7 @@ def request_info(
         service_tier=tier,
         variant=variant,
         batch_id=batch["batch_id"] if batch is not None else None,
+        default_max_tokens=key.serving.max_tokens if key is not None else None,
     )
 
 

@@ -84,12 +84,15 @@ async def plan_task(renderer: PromptRenderer, max_model_len: int, defaults: Plan
         split = True
     whole = task.whole_output_grammar
     structured = whole or (tools.structured if tools is not None else None) or task.output_format
+    sampling_defaults = defaults.sampling
+    if task.info.default_max_tokens is not None:  # the key's own default for requests that set none
+        sampling_defaults = sampling_defaults.model_copy(update={"max_tokens": task.info.default_max_tokens})
     options = build_options(
         task.sampling,
         requested_max_tokens=task.max_tokens,
         prompt_tokens=len(ids),
         max_model_len=max_model_len,
-        defaults=defaults.sampling,
+        defaults=sampling_defaults,
         stop_token_ids=renderer.stop_token_ids,
         vocab_size=renderer.vocab_size,
         logprobs=task.logprobs,

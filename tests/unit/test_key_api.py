@@ -150,3 +150,25 @@ def test_credits_and_activity(app, db: Database) -> None:
     assert sum(a["requests"] for a in one) == 2
     assert c.get("/api/v1/activity", params={"date": "2001-01-01"}, headers=admin).status_code == 400
     assert c.get("/api/v1/activity", params={"date": str(utcnow().date())}, headers=admin).json()["data"]
+
+
+def test_completion_token_defaults_from_the_profile_and_the_key(tokenizer, db: Database) -> None:
+    from server.gateway.key_limits import KeyServing
+
+    _, plain = KeyAdmin(db).create("plain")
+    _, short = KeyAdmin(db).create("short", serving=KeyServing(max_tokens=3))
+    fake = FakeEngine(tokenizer, reply="word " * 50)
+    settings = load_settings("configs/tiny-cpu.yaml", auth_required=True, sampling={"max_tokens": 7})
+    with TestClient(create_app(settings, engine=fake, renderer=PromptRenderer(tokenizer), db=db)) as c:
+
+        def used(key: str, **extra: object) -> int:
+            body = {"messages": [{"role": "user", "content": "Hi"}], **extra}
+            r = c.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
+            return int(r.json()["usage"]["completion_tokens"])
+
+        assert used(plain) == 7  # the profile's ceiling for requests that set none
+        assert used(short) == 3  # the key's own
+        assert used(short, max_tokens=10) == 10  # a request's own max_tokens wins
+        listed = c.get("/api/v1/models").json()["data"][0]
+        assert listed["top_provider"]["max_completion_tokens"] == 7
