@@ -28,6 +28,8 @@ from server.settings import Settings
 from server.state import AppState, install_state
 
 log = logging.getLogger("hermes.app")
+# How often the engine's health is looked at once it serves.
+_ENGINE_WATCH_S = 0.5
 
 # The API surfaces: each module declares itself once (routes/adapter.py); all else derives from it.
 ADAPTERS: tuple[Adapter, ...] = (chat.ADAPTER, completions.ADAPTER, responses.ADAPTER, messages.ADAPTER)
@@ -55,6 +57,7 @@ def create_app(
         state.metrics.bind_engine(engine.num_unfinished_requests, engine.kv_cache_usage, engine.queue_counts)
         state.usage.start()
         task = asyncio.create_task(_start(engine))
+        watch = asyncio.create_task(_watch(engine))
         runner = None
         if settings.batches.enabled:
             # Every API process runs a runner: together they fill the share.
@@ -68,7 +71,8 @@ def create_app(
             if runner is not None:  # its unfinished requests go back to the queue, for the next start
                 await runner.stop()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(task, watch, return_exceptions=True)
             await state.usage.flush()
             await engine.shutdown()
 
@@ -86,6 +90,24 @@ def create_app(
             log.exception("engine failed to start")
             if state.on_engine_failure is not None:
                 state.on_engine_failure()
+
+    async def _watch(engine: EngineClient) -> None:
+        """An engine that was serving and is not any more has died (its core process killed,
+        out of memory, a GPU fault): vLLM has already ended every request on it with an error.
+        Nothing here can bring it back, so the process says so and exits non-zero, for systemd,
+        Kubernetes or the supervisor to restart it, rather than answer 503 for good."""
+        served = False
+        while True:
+            await asyncio.sleep(_ENGINE_WATCH_S)
+            if engine.ready:
+                served = True
+            elif served and not state.admission.draining:
+                state.engine_error = "the engine stopped (its process died): restarting the server"
+                state.engine_dead = True
+                log.error("engine died: exiting so the service manager restarts the server")
+                if state.on_engine_failure is not None:
+                    state.on_engine_failure()
+                return
 
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)

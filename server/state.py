@@ -46,6 +46,7 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     stats: RecentStats = field(default_factory=RecentStats)
     engine_error: str | None = None
+    engine_dead: bool = False  # it served, then died: the process exits for a restart
     shared_slots: SharedSlots | None = None  # several API processes: the engine's slot counts, shared
     on_engine_failure: Callable[[], None] | None = None
     api_types: dict[str, str] = field(default_factory=dict)  # adapter name → OpenRouter's api_type (set by the app)
@@ -80,8 +81,8 @@ class AppState:
     def core(self) -> ServingCore:
         """The serving core, or a 503 while the engine starts, has failed or the server drains."""
         problem = self.not_ready()
-        if problem is not None:
-            raise APIError(503, problem)
+        if problem is not None:  # starting (a minute or more) or died (a restart): come back later
+            raise APIError(503, problem, headers={"Retry-After": "10"})
         if self._core is None:
             assert self.engine is not None and self.renderer is not None
             s = self.settings

@@ -12,7 +12,12 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health() -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
+    """200 while the process can serve or is getting there; 503 once its engine has died (the
+    process is about to exit for its restart)."""
+    state = app_state(request)
+    if state.engine_dead:
+        raise APIError(503, state.engine_error or "the engine died")
     return JSONResponse({"status": "ok"})
 
 

@@ -266,3 +266,22 @@ def test_a_non_streamed_request_stops_when_its_client_leaves(client: TestClient,
     state = client.app.state.hermes  # type: ignore[attr-defined]
     client.portal.call(state.usage.flush)
     assert state.metrics.generations.labels(outcome="cancelled")._value.get() >= 1
+
+
+def test_an_engine_that_dies_fails_health_and_asks_for_a_restart(tokenizer, fake: FakeEngine) -> None:
+    import time
+
+    app = create_app(load_settings("configs/tiny-cpu.yaml"), engine=fake, renderer=PromptRenderer(tokenizer))
+    restarts: list[bool] = []
+    app.state.hermes.on_engine_failure = lambda: restarts.append(True)  # what serve_app wires: exit 1
+    with TestClient(app) as c:
+        assert c.post(CHAT, json={"messages": MSG}).status_code == 200
+        time.sleep(0.7)  # the watcher has seen it serving
+        fake._ready = False  # the engine core process is gone
+        deadline = time.monotonic() + 5
+        while not restarts and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert restarts == [True]
+        assert c.get("/health").status_code == 503 and c.get("/ready").status_code == 503
+        r = c.post(CHAT, json={"messages": MSG})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10" and "restarting" in r.json()["error"]["message"]
