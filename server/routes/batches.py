@@ -14,12 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 
 from server.batches.files import result_entry
 from server.batches.store import BatchStore
-from server.errors import APIError, bad_request
+from server.errors import APIError, bad_request, describe_validation_error
 from server.gateway.db import BatchRow, GenerationRow, StoredFile
 from server.gateway.keys import KeyInfo
 from server.jsonio import JSONResponse
@@ -220,9 +220,14 @@ async def create_openrouter_batch(request: Request) -> JSONResponse:
         raw = await request.json()
     except ValueError as exc:
         raise bad_request("the body is not JSON") from exc
-    if isinstance(raw, dict) and "input_file_id" in raw and request.url.path.startswith("/api/v1"):
-        return JSONResponse(await _create_openai(request, OpenAIBatch.model_validate(raw)))
-    body = OpenRouterBatch.model_validate(raw)
+    openai = isinstance(raw, dict) and "input_file_id" in raw and request.url.path.startswith("/api/v1")
+    try:
+        parsed = OpenAIBatch.model_validate(raw) if openai else OpenRouterBatch.model_validate(raw)
+    except ValidationError as exc:  # the body is read by hand (two shapes on one path): a 400, as FastAPI's would be
+        raise bad_request(describe_validation_error(exc)) from exc
+    if isinstance(parsed, OpenAIBatch):
+        return JSONResponse(await _create_openai(request, parsed))
+    body = parsed
     state, key_id = _state(request), _key_id(request)
     if body.endpoint not in OPENROUTER_ENDPOINTS:
         raise bad_request(f"endpoint: one of {', '.join(OPENROUTER_ENDPOINTS)}")

@@ -185,3 +185,40 @@ def test_a_priority_request_overtakes_queued_flex_requests(dp2: DP2) -> None:
 
     asyncio.run(run())
     assert finished[0] == "running" and finished[1] == "priority", finished
+
+
+def test_a_replica_killed_mid_stream_ends_streams_and_the_server_exits_for_a_restart(dp2: DP2) -> None:
+    """Last in this module (it ends the server). SIGKILL one replica's engine core, as the OOM
+    killer or a GPU fault would, under streams on both replicas: every stream ends (an error
+    event where its replica died, never a hang), and the server exits non-zero within seconds,
+    for the service manager to restart it."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    s = dp2.server
+    ends: list[str] = []
+
+    def stream(n: int) -> None:
+        body = {"prompt": f"Once {n}", "max_tokens": 3000, "min_tokens": 3000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", s.api_v1 + "/completions", json=body, headers=_auth(dp2.keys["alice"]), timeout=120) as r:
+            ends.append([line for line in r.iter_lines() if line.startswith("data: ")][-1])
+
+    threads = [threading.Thread(target=stream, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    procs = psutil.Process(s.process.pid).children(recursive=True)
+    cores = sorted((p for p in procs if "EngineCore" in " ".join([*p.cmdline(), p.name()])), key=lambda p: p.name())
+    assert len(cores) >= 2, [(p.pid, p.name()) for p in procs]
+    killed = time.monotonic()
+    os.kill(cores[-1].pid, signal.SIGKILL)  # one of the two replicas
+    for t in threads:
+        t.join(timeout=60)
+    assert len(ends) == 4, ends  # no stream hangs
+    assert any('"error"' in e for e in ends), ends
+    code = s.process.wait(timeout=60)
+    print(f"\none replica killed: streams ended, the server exited with {code} after {time.monotonic() - killed:.1f} s")
+    assert code != 0

@@ -186,3 +186,17 @@ def test_a_restart_mid_batch_answers_every_request_once(tokenizer, db: Database,
             for x in sdk.files.content(done.output_file_id).text.splitlines()
         }
         assert texts == {"Slow.", "Fast."}  # answered partly before the restart, the rest after
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"endpoint": "/v1/chat/completions", "model": MODEL, "requests": []}, "requests"),
+        ({"endpoint": "/v1/embeddings", "model": MODEL, "requests": [{"custom_id": "a", "body": {}}]}, "endpoint"),
+        ({"endpoint": "/v1/chat/completions", "model": "x/y", "requests": [{"custom_id": "a", "body": {}}]}, "x/y"),
+        ({"endpoint": "/v1/chat/completions", "model": MODEL, "requests": [{"body": {}}]}, "custom_id"),
+    ],
+)
+def test_bad_openrouter_batches_are_400s(client: TestClient, key: str, body: dict, needle: str) -> None:
+    r = client.post("/api/beta/batches", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
