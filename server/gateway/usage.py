@@ -36,6 +36,7 @@ class UsageLog:
         self._pending: dict[str, UsageRecord] = {}  # records not yet written
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._writing: tuple[asyncio.Future[None], list[UsageRecord]] | None = None  # the batch being written
 
     def add(self, rec: UsageRecord) -> None:
         """Called from a generation's ``finally`` (also on cancellation): never awaits."""
@@ -60,24 +61,39 @@ class UsageLog:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < _BATCH:
                 batch.append(self._queue.get_nowait())
+            # Shielded: a flush that stops this loop waits for the write under way instead of
+            # losing track of it (the thread would finish it unseen, after the flush returned).
+            writing = asyncio.ensure_future(asyncio.to_thread(self.db.add_records, [r.row() for r in batch], self.settle))
+            self._writing = (writing, batch)
             try:
-                await asyncio.to_thread(self.db.add_records, [r.row() for r in batch], self.settle)
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                raise
             except Exception:  # keep serving; the records stay pending and are retried
                 log.exception("could not write %d usage records; retrying", len(batch))
                 for r in batch:
                     self._queue.put_nowait(r)
+                self._writing = None
                 await asyncio.sleep(1)
                 continue
+            self._writing = None
             for r in batch:
                 self._pending.pop(r.id, None)
 
     async def flush(self) -> None:
-        """Write what is queued (at shutdown)."""
+        """Write what is queued (at shutdown; tests), the write under way included."""
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         rest: list[UsageRecord] = []
+        if self._writing is not None:
+            writing, batch = self._writing
+            self._writing = None
+            try:
+                await writing
+            except Exception:  # written again below with the rest
+                rest.extend(batch)
         while not self._queue.empty():
             rest.append(self._queue.get_nowait())
         if rest and self.db is not None:

@@ -301,3 +301,24 @@ async def test_retry_after_follows_the_observed_service_rate() -> None:
     assert adm.retry_after() == 5  # (9 waiting + this one) / 2 per second
     clock.now += 120
     assert adm.retry_after() == 30  # the rate has aged out
+
+
+async def test_a_flush_waits_for_the_write_under_way(tmp_path: Path) -> None:
+    """A flush that stops the writer while it writes a batch returns only once that batch is in
+    the database (before, the thread finished it unseen and the record was briefly nowhere)."""
+    import time
+
+    db = Database(f"sqlite:///{tmp_path / 'u.db'}")
+    slow_add = db.add_records
+
+    def add_slowly(records, settle=None):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        slow_add(records, settle)
+
+    db.add_records = add_slowly  # type: ignore[method-assign]
+    log = UsageLog(Metrics(), db)
+    log.start()
+    log.add(_record("gen-slow", key_id=None))
+    await asyncio.sleep(0.1)  # the writer has taken it and is writing
+    await log.flush()
+    assert db.record("gen-slow") is not None and log.pending("gen-slow") is None
