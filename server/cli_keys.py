@@ -88,6 +88,7 @@ def keys_list(config: ConfigOpt = None) -> None:
     db = database(config)
     limit_names = list(KeyLimits().columns())
     table = Table("id", "label", "key", "hash", "created", "state", *limit_names, "reset", "tier", "cache", "spent USD")
+    admin = KeyAdmin(db)
     for k in db.list_keys():
         limits = KeyLimits.of(k).columns()
         table.add_row(
@@ -101,7 +102,7 @@ def keys_list(config: ConfigOpt = None) -> None:
             k.limit_reset or "",
             k.service_tier or "",
             "shared" if k.shared_cache else "own",
-            f"{db.spend(k.id):.6f}",
+            f"{admin.spend(k.id)['usage']:.6f}",
         )
     Console(width=160).print(table)
 

@@ -350,13 +350,6 @@ class Database:
         with self.session() as s:
             return s.get(GenerationRow, gen_id)
 
-    def spend(self, key_id: int, since: dt.datetime | None = None) -> float:
-        q = select(func.coalesce(func.sum(GenerationRow.cost), 0.0)).where(GenerationRow.key_id == key_id)
-        if since is not None:
-            q = q.where(GenerationRow.created_at >= since)
-        with self.session() as s:
-            return float(s.scalar(q) or 0.0)
-
     def daily_summary(self) -> list[dict[str, Any]]:
         day = func.date(GenerationRow.created_at)
         q = (

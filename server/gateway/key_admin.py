@@ -111,11 +111,16 @@ class KeyAdmin:
 
             return {"usage": since(None), **{name: since(start) for name, start in starts.items()}}
 
+    @staticmethod
+    def counted(spent: dict[str, float], limit_reset: str | None) -> float:
+        """Of ``spend``'s figures, what the credit limit counts: since the last reset, or in all."""
+        return spent[f"usage_{limit_reset}"] if limit_reset else spent["usage"]
+
     def record(self, row: ApiKey, pending: float = 0.0) -> dict[str, Any]:
         """The key as OpenRouter's key API returns it (every field its SDK requires)."""
         spent = self.spend(row.id, pending)
         limit = row.credit_limit
-        counted = spent[f"usage_{row.limit_reset}"] if row.limit_reset else spent["usage"]
+        counted = self.counted(spent, row.limit_reset)
         return {
             "hash": row.key_hash,
             "name": row.label,

@@ -30,7 +30,7 @@ async def _key_report(state: AppState, key: KeyInfo | None) -> dict[str, Any]:
     if key is not None:  # auth off (loopback dev profile): nothing is counted per key
         pending = sum(r.cost for r in state.usage.pending_for(key.id))  # not yet written
         spent = await asyncio.to_thread(KeyAdmin(state.db).spend, key.id, pending)
-    counted = spent[f"usage_{key.limit_reset}"] if key is not None and key.limit_reset else spent["usage"]
+    counted = KeyAdmin.counted(spent, key.limit_reset if key is not None else None)
     return {
         "label": key.label if key is not None else "auth disabled",
         "limit_reset": key.limit_reset if key is not None else None,

@@ -143,7 +143,7 @@ async def credits(request: Request) -> dict[str, Any]:
         return {"data": {"total_credits": 0.0, "total_usage": 0.0}}
     pending = sum(r.cost for r in state.usage.pending_for(key.id))
     spent = await asyncio.to_thread(KeyAdmin(state.db).spend, key.id, pending)
-    used = spent[f"usage_{key.limit_reset}"] if key.limit_reset else spent["usage"]
+    used = KeyAdmin.counted(spent, key.limit_reset)
     limit = key.limits.credit_limit
     return {"data": {"total_credits": limit if limit is not None else used, "total_usage": used}}
 

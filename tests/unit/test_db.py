@@ -29,7 +29,7 @@ def _exercise(db: Database) -> None:
         "cancelled": True,
     }
     db.add_records([rec, {**rec, "id": rec["id"] + "b", "cancelled": False}])
-    assert db.spend(row.id) == pytest.approx(0.5)
+    assert KeyAdmin(db).spend(row.id)["usage"] == pytest.approx(0.5)
     got = db.record(rec["id"])
     assert got is not None and got.cancelled and got.completion_tokens == 5
     (day,) = [r for r in db.daily_summary() if r["key_id"] == row.id]
