@@ -66,6 +66,7 @@ class Metrics:
         )
         self._sources: list[tuple[Gauge, Callable[[], float]]] = []  # set when scraped
         self._own_sources: list[tuple[Gauge, Callable[[], float]]] = []  # also when a generation ends
+        self._queue: Callable[[], tuple[int, int] | None] | None = None
         self.requests = Counter("hermes_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.rejected = Counter("hermes_rejected_requests", "Requests refused by the gateway, by reason", ["reason"], registry=r)
         self.generations = Counter("hermes_generations", "Finished generations by outcome", ["outcome"], registry=r)
@@ -98,8 +99,7 @@ class Metrics:
     ) -> None:
         self._own_sources.append((self.engine_unfinished, lambda: float(unfinished())))
         self._sources.append((self.kv_cache_usage, lambda: float(kv_usage() or 0.0)))
-        self._sources.append((self.engine_running, lambda: float((queue() or (0, 0))[0])))
-        self._sources.append((self.engine_waiting, lambda: float((queue() or (0, 0))[1])))
+        self._queue = queue  # both queue gauges from one reading (it walks vLLM's registry)
 
     def bind_gateway(self, in_flight: Callable[[], int], waiting: Callable[[], int]) -> None:
         self._sources += [(self.in_flight, lambda: float(in_flight())), (self.queue_depth, lambda: float(waiting()))]
@@ -109,6 +109,10 @@ class Metrics:
         (the engine-wide figures are as fresh as the scraped process makes them)."""
         for gauge, source in self._own_sources if own_only else [*self._own_sources, *self._sources]:
             gauge.set(source())
+        if not own_only and self._queue is not None:
+            running, waiting = self._queue() or (0, 0)
+            self.engine_running.set(running)
+            self.engine_waiting.set(waiting)
 
     def observe_generation(self, rec: UsageRecord) -> None:
         if self.multiprocess:  # the other processes' scrapes add up this one's share as of now
