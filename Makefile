@@ -10,7 +10,7 @@ TINY_PLAIN := models/tiny-hermes-plain
 TINY_AGENT := models/tiny-hermes-agent
 PYTEST_ARGS ?=
 
-.PHONY: setup tiny-model agents serve test lint typecheck unit e2e clean
+.PHONY: setup tiny-model agents tools serve test lint typecheck unit e2e clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -23,6 +23,10 @@ tiny-model: setup
 # Claude Code, Codex CLI and Hermes Agent for the agent tests, installed once into .cache/agents.
 agents:
 	@bash scripts/install_agents.sh
+
+# promtool for the alert rules' tests, once into .cache/tools.
+tools:
+	@bash scripts/install_tools.sh
 
 # GPUs: the profile that fits them best (hermes-server pick-profile); no GPU: the tiny model on
 # 127.0.0.1:8000. PROFILE=name picks configs/name.yaml.
@@ -45,7 +49,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: tiny-model
+unit: tiny-model tools
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 e2e: tiny-model agents
@@ -53,7 +57,7 @@ e2e: tiny-model agents
 
 test:
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup tiny-model agents lint typecheck && \
+	$(MAKE) --no-print-directory setup tiny-model agents tools lint typecheck && \
 	$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS); status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s, exit $$status"; exit $$status
 

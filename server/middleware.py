@@ -39,6 +39,7 @@ class GatewayMiddleware:
         state = self.state
         path: str = scope["path"]
         status = [0]
+        key: KeyInfo | None = None
 
         async def counting_send(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -71,7 +72,9 @@ class GatewayMiddleware:
             status[0] = exc.status
         finally:
             if status[0]:
-                state.metrics.requests.labels(route=label_for(self.labels, path), status=str(status[0])).inc()
+                key_label = key.label if key is not None and state.settings.gateway.metrics_per_key else ""
+                route = label_for(self.labels, path)
+                state.metrics.requests.labels(route=route, status=str(status[0]), key=key_label).inc()
 
     async def _authenticate(self, scope: Any) -> KeyInfo | None:
         if not self.state.settings.auth_required:

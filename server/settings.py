@@ -239,6 +239,10 @@ class GatewaySettings(_Section):
         30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish before they are ended."
     )
     metrics_require_auth: bool = Field(False, description="Require a key for /metrics.")
+    metrics_per_key: bool = Field(
+        True,
+        description="Label request counts with the key's label (one series per key and status: turn off with very many keys).",
+    )
     models_require_auth: bool = Field(
         False, description="Require a key for the model listings (OpenRouter serves them without one)."
     )

@@ -67,7 +67,12 @@ class AppState:
         self.admission = Admission(slots, queue, g.max_queue_wait_seconds, slots=self.shared_slots)
         self.usage = UsageLog(self.metrics, self.db, self.limits.settle)
         self.fingerprint = fingerprint(self.settings)
-        self.metrics.bind_gateway(lambda: self.admission.in_flight, lambda: self.admission.waiting)
+        self.metrics.bind_gateway(
+            lambda: self.admission.in_flight,
+            lambda: self.admission.waiting,
+            ready=lambda: self.not_ready() is None,
+            draining=lambda: self.admission.draining,
+        )
 
     # ---- readiness -----------------------------------------------------------------------------
     def not_ready(self) -> str | None:

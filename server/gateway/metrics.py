@@ -64,10 +64,18 @@ class Metrics:
         self.queue_depth = Gauge(
             "hermes_queue_depth", "Generation requests waiting for a slot", registry=r, multiprocess_mode="mostrecent"
         )
+        # Whether the server takes generations (0 while the engine starts, has died or it drains)
+        # and whether it drains: the alert rules' "not ready" and "drain stuck".
+        self.ready = Gauge("hermes_ready", "1 while the server takes generations", registry=r, multiprocess_mode="livemin")
+        self.draining = Gauge("hermes_draining", "1 while the server drains", registry=r, multiprocess_mode="livemax")
         self._sources: list[tuple[Gauge, Callable[[], float]]] = []  # set when scraped
         self._own_sources: list[tuple[Gauge, Callable[[], float]]] = []  # also when a generation ends
         self._queue: Callable[[], tuple[int, int] | None] | None = None
-        self.requests = Counter("hermes_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        # key: the key's label ("" without one), for per-key 429/5xx rates; operators with very many
+        # keys turn it off (gateway.metrics_per_key) and get "" throughout.
+        self.requests = Counter(
+            "hermes_http_requests", "HTTP requests by route, status and key", ["route", "status", "key"], registry=r
+        )
         self.rejected = Counter("hermes_rejected_requests", "Requests refused by the gateway, by reason", ["reason"], registry=r)
         self.generations = Counter("hermes_generations", "Finished generations by outcome", ["outcome"], registry=r)
         self.tokens = Counter("hermes_tokens", "Tokens processed", ["kind"], registry=r)
@@ -101,8 +109,11 @@ class Metrics:
         self._sources.append((self.kv_cache_usage, lambda: float(kv_usage() or 0.0)))
         self._queue = queue  # both queue gauges from one reading (it walks vLLM's registry)
 
-    def bind_gateway(self, in_flight: Callable[[], int], waiting: Callable[[], int]) -> None:
+    def bind_gateway(
+        self, in_flight: Callable[[], int], waiting: Callable[[], int], ready: Callable[[], bool], draining: Callable[[], bool]
+    ) -> None:
         self._sources += [(self.in_flight, lambda: float(in_flight())), (self.queue_depth, lambda: float(waiting()))]
+        self._sources += [(self.ready, lambda: float(ready())), (self.draining, lambda: float(draining()))]
 
     def refresh(self, own_only: bool = False) -> None:
         """Set the gauges from their sources. ``own_only``: just this process's share of a sum
