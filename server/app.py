@@ -26,6 +26,7 @@ from server.routes import account, batches, chat, completions, health, keys, mes
 from server.routes.adapter import Adapter, route_labels
 from server.settings import Settings
 from server.state import AppState, install_state
+from server.tracing import Tracing
 
 log = logging.getLogger("hermes.app")
 # How often the engine's health is looked at once it serves.
@@ -41,9 +42,17 @@ def create_app(
     renderer: PromptRenderer | None = None,
     db: Database | None = None,
     shared_slots: SharedSlots | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     database = db if db is not None else Database(settings.database_url)
-    state = AppState(settings, database, engine=engine, renderer=renderer, shared_slots=shared_slots)
+    state = AppState(
+        settings,
+        database,
+        engine=engine,
+        renderer=renderer,
+        shared_slots=shared_slots,
+        tracing=tracing if tracing is not None else Tracing.from_env(),
+    )
     state.api_types = {a.name: a.api_type for a in ADAPTERS}
     errors = ErrorShapes((prefix, a.error_shape) for a in ADAPTERS if a.error_shape is not None for prefix in a.error_prefixes)
 
@@ -75,6 +84,7 @@ def create_app(
             await asyncio.gather(task, watch, return_exceptions=True)
             await state.usage.flush()
             await engine.shutdown()
+            await asyncio.to_thread(state.tracing.shutdown)  # the spans still queued for export
 
     async def _start(engine: EngineClient) -> None:
         try:

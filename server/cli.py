@@ -34,6 +34,7 @@ def serve(
     from server.drain import serve_app
     from server.logs import setup_logging
     from server.planner import check_before_serve, ray_problem
+    from server.tracing import exporter_from_env
 
     settings = load_or_exit(config or profile_from_env(), host=host, port=port)
     supervised = os.environ.get(SUPERVISED) == "1"
@@ -44,6 +45,11 @@ def serve(
         if problem is not None:
             typer.echo(f"hermes-server: this profile does not fit: {problem} (see `hermes-server plan`)", err=True)
             raise typer.Exit(2)
+        try:
+            exporter_from_env()
+        except ValueError as exc:  # a tracing variable it cannot honour: said in one line
+            typer.echo(f"hermes-server: tracing: {exc}", err=True)
+            raise typer.Exit(2) from exc
     _use_local_weights(settings)
     if not supervised:  # checks passed: run the server itself in its own process group
         flags = {"--config": config, "--host": host, "--port": port}

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from server.errors import APIError, ErrorShapes
 from server.gateway.keys import KeyInfo, bearer_token
 from server.routes.adapter import label_for
 from server.state import AppState
+from server.tracing import NO_TRACE, RequestTrace, end_request
 
 _ALWAYS_OPEN = ("/health", "/ready")
 _MODEL_LISTINGS = ("/v1/models", "/api/v1/models")
@@ -38,30 +41,44 @@ class GatewayMiddleware:
             return
         state = self.state
         path: str = scope["path"]
+        method: str = scope["method"]
+        if self._open(method, path):
+            await self.app(scope, receive, send)
+            return
         status = [0]
         key: KeyInfo | None = None
+        route = label_for(self.labels, path)
+        generation = method == "POST" and path in self.generation_paths
+        rt = self._trace(scope, f"{method} {path if generation else route}", route)
+        responding: list[Span] = []
 
         async def counting_send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                responding.append(rt.start_child("respond"))  # ends with the response's last byte
             await send(message)
 
         try:
-            if self._open(scope["method"], path):
-                await self.app(scope, receive, send)
-                return
             internal = scope.get("hermes_batch")  # the batch runner's own call (batches/runner.py)
-            key = internal["key"] if internal is not None else await self._authenticate(scope)
-            scope.setdefault("state", {})["api_key"] = key
+            if internal is not None:
+                key = internal["key"]
+            else:
+                with rt.span("gateway.auth"):
+                    key = await self._authenticate(scope)
+            scope["state"]["api_key"] = key
+            if key is not None:
+                rt.root.set_attributes({"hermes.key.id": key.id, "hermes.key.label": key.label})
             if state.admission.draining:
                 raise APIError(503, "Server is shutting down", reason="draining")
-            if not (scope["method"] == "POST" and path in self.generation_paths):
+            if not generation:
                 await self.app(scope, receive, counting_send)
                 return
             if key is not None and key.management:
                 raise APIError(403, "A management key manages keys; it cannot be used for generations", reason="auth")
-            headers = await state.limits.check(key) if key is not None else {}
-            await state.admission.admit()
+            with rt.span("gateway.limits"):
+                headers = await state.limits.check(key) if key is not None else {}
+            with rt.span("gateway.queue"):
+                await state.admission.admit()
             try:
                 await self.app(scope, receive, _with_headers(counting_send, headers))
             finally:
@@ -71,10 +88,25 @@ class GatewayMiddleware:
             await self.errors.send(send, exc, path)
             status[0] = exc.status
         finally:
+            for span in responding:
+                span.end()
+            end_request(rt, status[0])
             if status[0]:
                 key_label = key.label if key is not None and state.settings.gateway.metrics_per_key else ""
-                route = label_for(self.labels, path)
                 state.metrics.requests.labels(route=route, status=str(status[0]), key=key_label).inc()
+
+    def _trace(self, scope: Any, name: str, route: str) -> RequestTrace:
+        """The request's root span (a child of the caller's ``traceparent``), kept on the scope
+        for the routes and the serving core."""
+        tracing = self.state.tracing
+        if not tracing.enabled:
+            rt = NO_TRACE
+        else:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+            attributes = {"http.request.method": scope["method"], "url.path": scope["path"], "hermes.api": route}
+            rt = tracing.start(name, headers, attributes)
+        scope.setdefault("state", {})["trace"] = rt
+        return rt
 
     async def _authenticate(self, scope: Any) -> KeyInfo | None:
         if not self.state.settings.auth_required:

@@ -28,6 +28,7 @@ from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults
 from server.serving.record import Stoppable, UsageRecord
 from server.settings import Pricing, Settings
+from server.tracing import Tracing
 
 
 def fingerprint(settings: Settings) -> str:
@@ -44,6 +45,7 @@ class AppState:
     engine: EngineClient | None = None
     renderer: PromptRenderer | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    tracing: Tracing = field(default_factory=lambda: Tracing(None))  # the app's: from the OTEL_* variables
     stats: RecentStats = field(default_factory=RecentStats)
     engine_error: str | None = None
     engine_dead: bool = False  # it served, then died: the process exits for a restart

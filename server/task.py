@@ -14,10 +14,13 @@ A leaf module: plain frozen dataclasses, imported by ``protocol/`` (which builds
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from server.constants import DEFAULT_EFFORT, EFFORT_SHARE
 from server.engine.base import StructuredOutput
+
+if TYPE_CHECKING:
+    from server.tracing import RequestTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class RequestInfo:
     variant: str | None = None  # OpenRouter's routing variant of the model id (nitro, floor, exacto)
     batch_id: str | None = None  # run by the batch runner for this batch (priced at the batch discount)
     default_max_tokens: int | None = None  # the key's completion-token default (else the profile's)
+    trace: RequestTrace | None = None  # the request's spans (None: not traced)
 
 
 @dataclass(frozen=True, slots=True)

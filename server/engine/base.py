@@ -64,6 +64,18 @@ class TokenLogprob:
 
 
 @dataclass
+class EngineTiming:
+    """Where a request's time went inside the engine, in seconds: in its scheduler's queue, in
+    prefill (scheduled to first token), in decode (first token to last); from vLLM's own
+    per-request timestamps."""
+
+    queued: float
+    prefill: float
+    decode: float
+    preemptions: int = 0
+
+
+@dataclass
 class EngineDelta:
     """New output since the previous delta of the same request."""
 
@@ -76,6 +88,7 @@ class EngineDelta:
     # The stop string or stop token id that ended generation, if any.
     stop_reason: int | str | None = None
     num_cached_tokens: int | None = None
+    timing: EngineTiming | None = None  # on the last delta, when the engine reports it
 
 
 class EngineError(Exception):

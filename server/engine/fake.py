@@ -7,10 +7,12 @@ protocol and streaming code can be exercised in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.engine.base import EngineDelta, EngineError, GenerationOptions
+from server.engine.base import EngineDelta, EngineError, EngineTiming, GenerationOptions
 
 
 class FakeEngine:
@@ -78,6 +80,19 @@ class FakeEngine:
         return hit
 
     async def generate(
+        self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str
+    ) -> AsyncIterator[EngineDelta]:
+        """The scripted reply; the last delta says where the time went, as vLLM's does (no
+        queue here; the prefill is the first token's delay)."""
+        first: float | None = None
+        async with contextlib.aclosing(self._generate(prompt_token_ids, options, request_id)) as deltas:
+            async for delta in deltas:
+                first = time.monotonic() if first is None else first
+                if delta.finished:
+                    delta.timing = EngineTiming(queued=0.0, prefill=self.first_token_delay, decode=time.monotonic() - first)
+                yield delta
+
+    async def _generate(
         self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str
     ) -> AsyncIterator[EngineDelta]:
         self.last_options, self.last_prompt = options, list(prompt_token_ids)

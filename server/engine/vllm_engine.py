@@ -18,6 +18,7 @@ from server.engine.base import (
     EngineDelta,
     EngineError,
     EngineRequestRejected,
+    EngineTiming,
     GenerationOptions,
     TokenLogprob,
 )
@@ -99,6 +100,19 @@ def run_headless_worker(settings: Settings) -> None:
         executor.start_worker_monitor(inline=True)
     finally:
         executor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _timing(stats: Any) -> EngineTiming | None:
+    """A finished request's queue, prefill and decode times from vLLM's per-request stats
+    (``RequestStateStats``, kept while vLLM logs stats; its engine core's monotonic clock)."""
+    if stats is None or not getattr(stats, "scheduled_ts", 0) or not getattr(stats, "first_token_ts", 0):
+        return None
+    return EngineTiming(
+        queued=max(0.0, stats.scheduled_ts - stats.queued_ts),
+        prefill=max(0.0, stats.first_token_ts - stats.scheduled_ts),
+        decode=max(0.0, stats.last_token_ts - stats.first_token_ts),
+        preemptions=int(stats.num_preemptions),
+    )
 
 
 def to_sampling_params(o: GenerationOptions) -> Any:
@@ -304,6 +318,8 @@ class VLLMEngine:
                 )
                 if out.finished or out.num_cached_tokens:
                     delta.num_cached_tokens = out.num_cached_tokens
+                if out.finished:
+                    delta.timing = _timing(out.metrics)
                 yield delta
         except (ValueError, VLLMValidationError) as exc:
             raise EngineRequestRejected(str(exc)) from exc

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
-from server.protocol.fields import Lenient
+from server.protocol.fields import Lenient, TraceFields
 from server.task import ReasoningRequest, RequestInfo, Sampling, Task, ToolRequest, ToolSpec
 from server.task import ToolChoice as Choice
 
@@ -85,6 +85,7 @@ class MessagesRequest(Lenient):
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
+    trace: TraceFields | None = None  # OpenRouter's, on its Messages endpoint too
 
     @property
     def user_id(self) -> str | None:

@@ -67,6 +67,20 @@ class Reasoning(Lenient):
     exclude: bool | None = None
 
 
+class TraceFields(Lenient):
+    """OpenRouter's ``trace``: names for the caller's observability (its known keys; any other
+    key is custom metadata). Recorded as attributes of the request's span when tracing is on."""
+
+    trace_id: str | None = Field(None, max_length=256)
+    trace_name: str | None = Field(None, max_length=256)
+    span_name: str | None = Field(None, max_length=256)
+    generation_name: str | None = Field(None, max_length=256)
+    parent_span_id: str | None = Field(None, max_length=256)
+
+    def attributes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class StreamOptions(Lenient):
     include_usage: bool | None = None
 
@@ -110,6 +124,7 @@ class SamplingFields(Lenient):
     # OpenRouter's middle-out: ``transforms: ["middle-out"]`` or the ``context-compression`` plugin.
     transforms: list[str] | None = Field(None, max_length=16)
     plugins: list[dict[str, Any]] | None = Field(None, max_length=32)
+    trace: TraceFields | None = None
 
     @property
     def middle_out(self) -> bool:

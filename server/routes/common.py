@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from fastapi import Request
 
-from server.protocol.fields import SamplingFields
+from server.protocol.fields import SamplingFields, TraceFields
 from server.protocol.models import quantization
 from server.protocol.openrouter import generation_id
 from server.protocol.routing_fields import ProviderPreferences, check_provider
@@ -19,6 +19,7 @@ from server.serving.plan import GenerationPlan
 from server.serving.planning import BATCH_TIER
 from server.state import AppState, app_state
 from server.task import RequestInfo, Task
+from server.tracing import RequestTrace
 
 # Names the tools a request offered that the server left out (hosted tools it cannot run).
 DROPPED_TOOLS_HEADER = "X-Hermes-Dropped-Tools"
@@ -40,6 +41,7 @@ def request_info(
     service_tier: str | None = None,
     fallbacks: list[str] | None = None,
     provider: ProviderPreferences | None = None,
+    trace: TraceFields | None = None,
 ) -> RequestInfo:
     """A new generation id and who is asking: for the usage record, the response ids and routing.
 
@@ -55,6 +57,9 @@ def request_info(
     session = session_id or h.get("x-session-id") or session_hint or user
     tier = service_tier if service_tier not in (None, "auto") else (key.serving.service_tier if key is not None else None)
     batch = request.scope.get("hermes_batch")  # set only by the batch runner, never by a client
+    rt: RequestTrace | None = getattr(request.state, "trace", None)
+    if rt is not None and trace is not None:
+        rt.set_openrouter_trace(trace.attributes())
     if batch is not None:
         tier = BATCH_TIER
     return RequestInfo(
@@ -76,6 +81,7 @@ def request_info(
         variant=variant,
         batch_id=batch["batch_id"] if batch is not None else None,
         default_max_tokens=key.serving.max_tokens if key is not None else None,
+        trace=rt,
     )
 
 
@@ -93,6 +99,7 @@ def openrouter_info(request: Request, req: SamplingFields, api: str, session_hea
         service_tier=req.service_tier,
         fallbacks=req.models,
         provider=req.provider,
+        trace=req.trace,
     )
 
 

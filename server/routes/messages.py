@@ -61,7 +61,9 @@ def _task(state: AppState, req: MessagesRequest, request: Request) -> Task:
     patterns = state.settings.messages.model_patterns
     model = None if any(fnmatch.fnmatchcase(req.model, p) for p in patterns) else req.model
     tier = "default" if req.service_tier == "standard_only" else req.service_tier
-    info = request_info(request, model, ADAPTER.name, req.stream, req.user_id, session_hint=req.session, service_tier=tier)
+    info = request_info(
+        request, model, ADAPTER.name, req.stream, req.user_id, session_hint=req.session, service_tier=tier, trace=req.trace
+    )
     return req.task(info)
 
 

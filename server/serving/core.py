@@ -25,11 +25,13 @@ from server.serving.output import OutputRouter
 from server.serving.plan import GenerationPlan
 from server.serving.planning import PlanDefaults, plan_task
 from server.serving.record import GenerationObserver, UsageRecord
+from server.serving.spans import end_generation
 from server.serving.sse import SSEResponse, sse_response
 from server.serving.tally import Tally
 from server.settings import Pricing, SamplingDefaults
 from server.task import Task
 from server.timeutil import utcnow
+from server.tracing import NO_TRACE
 
 T = TypeVar("T")
 
@@ -78,7 +80,10 @@ class ServingCore:
 
     async def plan(self, task: Task) -> GenerationPlan:
         """The task's plan (400 for what cannot be generated); reserves nothing."""
-        return await plan_task(self.renderer, self.engine.max_model_len, self.defaults, task)
+        with (task.info.trace or NO_TRACE).span("plan") as span:
+            plan = await plan_task(self.renderer, self.engine.max_model_len, self.defaults, task)
+            span.set_attribute("gen_ai.usage.input_tokens", len(plan.prompt_ids))
+            return plan
 
     async def open(self, plan: GenerationPlan) -> Generation:
         """The plan's generation, ready to stream or collect, once the observer has reserved what
@@ -168,6 +173,8 @@ class Generation:
             info = plan.info
             route = core.router.route(core.router.key_for(plan.prompt_ids, info.session_id, plan.options.cache_salt))
         source = plan_deltas(core.engine, core.renderer, plan, route.replica if route is not None else None)
+        rt = plan.info.trace or NO_TRACE
+        span = rt.start_child("generate", {"gen_ai.response.id": plan.info.gen_id, "gen_ai.request.model": plan.info.model})
         if core.observer is not None:
             core.observer.started(self)
         try:
@@ -209,7 +216,11 @@ class Generation:
                 core.router.release(route.replica)
             if core.observer is not None:
                 u = usage if usage is not None else tally.usage(core.pricing_of(plan))  # failed or cancelled: what was made
-                core.observer.finished(self, self._record(created, start, tally, u, router, failure, cancelled, route))
+                record = self._record(created, start, tally, u, router, failure, cancelled, route)
+                core.observer.finished(self, record)
+                end_generation(rt, span, record, tally.timing, tally.first_token_at)
+            else:
+                span.end()
 
     def _record(
         self,

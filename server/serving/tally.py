@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from server.engine.base import EngineDelta
+from server.engine.base import EngineDelta, EngineTiming
 from server.hermes.parser import reasoning_token_count
 from server.serving.events import Usage
 from server.settings import Pricing
@@ -20,6 +20,7 @@ class Tally:
         self.native_finish: str | None = None
         self.stop_reason: int | str | None = None
         self.first_token_at: float | None = None
+        self.timing: EngineTiming | None = None  # where the engine spent the time (tracing)
         self._token_bytes = token_bytes
         self._start_in_reasoning = start_in_reasoning
 
@@ -32,6 +33,7 @@ class Tally:
             self.cached_tokens = d.num_cached_tokens
         if d.finished:
             self.native_finish = d.finish_reason
+            self.timing = d.timing
             self.stop_reason = d.stop_reason
 
     def usage(self, pricing: Pricing) -> Usage:

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.otlp_collector import Collector
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 START_TIMEOUT = float(os.environ.get("HERMES_TEST_START_TIMEOUT", "600"))
@@ -107,8 +109,18 @@ def stop_server(server: RunningServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    s = start_server(tmp_path_factory.mktemp("server"), "tp1")
+def otlp() -> Iterator[Collector]:
+    """An OTLP trace receiver the shared server exports its spans to (tests/e2e/test_tracing.py)."""
+    collector = Collector()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, otlp: Collector) -> Iterator[RunningServer]:
+    # Traced as an operator would turn it on: the standard variables, spans exported every 200 ms.
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "hermes-e2e"}
+    s = start_server(tmp_path_factory.mktemp("server"), "tp1", env=env)
     yield s
     stop_server(s)
 
