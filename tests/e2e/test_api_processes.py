@@ -22,8 +22,9 @@ pytestmark = pytest.mark.e2e
 
 
 class Two:
-    def __init__(self, server: RunningServer, keys: dict[str, str], db: Path) -> None:
+    def __init__(self, server: RunningServer, keys: dict[str, str], db: Path, env: dict[str, str], tmp: Path) -> None:
         self.server, self.keys, self.db = server, keys, db
+        self.env, self.tmp = env, tmp  # to start it again, as its service manager would
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,9 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
     }
     server = start_server(tmp, "api-processes", env=env, own_group=True)
     _until_both_ready(server)
-    yield Two(server, keys, db)
-    stop_server(server)
+    two = Two(server, keys, db, env, tmp)
+    yield two
+    stop_server(two.server)
 
 
 def _until_both_ready(server: RunningServer) -> None:
@@ -148,6 +150,51 @@ def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
 def _key_id(two: Two, label: str) -> int:
     with sqlite3.connect(two.db) as conn:
         return int(conn.execute("SELECT id FROM api_keys WHERE label = ?", (label,)).fetchone()[0])
+
+
+def test_an_api_process_killed_stops_the_server_for_its_restart(two: Two) -> None:
+    """SIGKILL one API process under three streams, as the OOM killer would: no stream hangs
+    (those on the dead process lose their connection, the others finish as in a drain), the
+    server exits non-zero for its service manager, and started again it serves."""
+    import threading
+
+    import psutil
+
+    ends: list[str] = []
+
+    def stream() -> None:
+        try:
+            with httpx.stream(
+                "POST", two.server.v1 + "/chat/completions", json=_body(600, True), headers=_auth(two.keys["plain"]), timeout=120
+            ) as r:
+                lines = list(r.iter_lines())
+            ends.append("finished" if any('"finish_reason":"length"' in x.replace(" ", "") for x in lines) else "error event")
+        except httpx.TransportError:
+            ends.append("connection lost")
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    family = psutil.Process(two.server.process.pid).children(recursive=True)
+    api = sorted((p for p in family if "APIServer" in " ".join([p.name(), *p.cmdline()])), key=lambda p: p.name())
+    assert len(api) == 2, [(p.pid, p.name()) for p in family]
+    killed = time.monotonic()
+    os.kill(api[0].pid, signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=120)
+    assert len(ends) == 3, ends  # none hangs
+    code = two.server.process.wait(timeout=120)
+    exited = time.monotonic()
+    assert code != 0
+    two.server = start_server(two.tmp, "api-processes-restarted", env=two.env, own_group=True)
+    _until_both_ready(two.server)
+    print(
+        f"\nAPI process killed: streams {sorted(ends)}; the server exited {code} after {exited - killed:.1f} s; "
+        f"started again, both processes ready {time.monotonic() - exited:.1f} s later"
+    )
+    r = httpx.post(two.server.v1 + "/chat/completions", json=_body(4), headers=_auth(two.keys["plain"]), timeout=60)
+    assert r.status_code == 200
 
 
 def test_drain_covers_every_process(two: Two) -> None:
