@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from server.cli_common import ConfigOpt, database
-from server.gateway.db import ApiKey, usable
 from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits, KeyServing
+from server.gateway.tables import ApiKey, usable
 
 
 class LimitReset(enum.StrEnum):

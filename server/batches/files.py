@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from server.batches.store import BatchStore
-from server.gateway.db import BatchItem, BatchRow
+from server.gateway.tables import BatchItem, BatchRow
 
 # Why a request that never ran has no answer (OpenAI's codes for them).
 _UNRUN = {

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from server.gateway.db import BatchItem, BatchRow, Database, StoredFile
+from server.gateway.db import Database
+from server.gateway.tables import BatchItem, BatchRow, StoredFile
 from server.timeutil import utcnow
 
 # Batches with work left (expiring: past its window, its running requests not yet back).

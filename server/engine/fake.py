@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from server.engine.base import EngineDelta, EngineError, EngineTiming, GenerationOptions
@@ -94,7 +94,7 @@ class FakeEngine:
 
     async def _generate(
         self, prompt_token_ids: list[int], options: GenerationOptions, request_id: str
-    ) -> AsyncIterator[EngineDelta]:
+    ) -> AsyncGenerator[EngineDelta, None]:
         self.last_options, self.last_prompt = options, list(prompt_token_ids)
         self.prompts.append(list(prompt_token_ids))
         self.replica_of[request_id] = options.replica

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from server.gateway.db import ApiKey, Database, GenerationRow
+from server.gateway.db import Database
 from server.gateway.key_limits import KeyLimits, KeyServing
+from server.gateway.tables import ApiKey, GenerationRow
 from server.timeutil import LIMIT_RESETS, period_start, utcnow
 
 UNSET: Any = object()  # a KeyChange field left as it is

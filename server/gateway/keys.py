@@ -10,8 +10,9 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from server.gateway.db import ApiKey, Database, usable
+from server.gateway.db import Database
 from server.gateway.key_limits import KeyLimits, KeyServing
+from server.gateway.tables import ApiKey, usable
 
 _KEY_TTL_S = 5.0  # a revoked key stops working within this many seconds
 _CACHE_MAX = 10_000

@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from server.errors import APIError
-from server.gateway.db import ApiKey, CreditHold, RateEvent
+from server.gateway.tables import ApiKey, CreditHold, RateEvent
 
 WINDOW_S = 60.0  # the per-minute limits' sliding window
 

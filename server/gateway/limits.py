@@ -19,10 +19,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from server.errors import APIError
-from server.gateway.db import CreditHold, Database
+from server.gateway.db import Database
 from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo
 from server.gateway.limit_rules import RULES, WINDOW_S, Counts
+from server.gateway.tables import CreditHold
 
 # A hold outlives its request only if the process that made it died before writing the usage
 # record; it then lapses this long after the request's own deadline.

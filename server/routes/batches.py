@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from server.batches.files import result_entry
 from server.batches.store import BatchStore
 from server.errors import APIError, bad_request, describe_validation_error
-from server.gateway.db import BatchRow, GenerationRow, StoredFile
 from server.gateway.keys import KeyInfo
+from server.gateway.tables import BatchRow, GenerationRow, StoredFile
 from server.jsonio import JSONResponse
 from server.state import AppState, app_state
 

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from server.errors import APIError, bad_request
-from server.gateway.db import ApiKey, GenerationRow
 from server.gateway.key_admin import UNSET, KeyAdmin, KeyChange
 from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo
+from server.gateway.tables import ApiKey, GenerationRow
 from server.jsonio import JSONResponse
 from server.protocol.models import quantization
 from server.state import AppState, app_state

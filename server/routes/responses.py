@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 
 from server.engine.base import TokenLogprob
 from server.errors import APIError, bad_request
-from server.gateway.db import StoredResponse
+from server.gateway.tables import StoredResponse
 from server.jsonio import JSONResponse
 from server.protocol.openrouter import KEEPALIVE
 from server.protocol.responses_api import ResponsesRequest, input_messages, items_messages
