@@ -22,7 +22,7 @@ from server.gateway.db import Database
 from server.hermes.prompt import PromptRenderer
 from server.jsonio import JSONResponse
 from server.middleware import BodySizeLimit, GatewayMiddleware
-from server.routes import account, batches, chat, completions, health, keys, messages, models, responses
+from server.routes import account, batches, chat, completions, files, health, keys, messages, models, responses
 from server.routes.adapter import Adapter, route_labels
 from server.settings import Settings
 from server.state import AppState, install_state
@@ -122,7 +122,15 @@ def create_app(
     app = FastAPI(title="hermes-server", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
     install_state(app, state)
     install_error_handlers(app, errors)
-    for r in (health.router, *(a.router for a in ADAPTERS), models.router, account.router, keys.router, batches.router):
+    for r in (
+        health.router,
+        *(a.router for a in ADAPTERS),
+        models.router,
+        account.router,
+        keys.router,
+        files.router,
+        batches.router,
+    ):
         app.include_router(r)
 
     @app.get("/metrics", include_in_schema=False)

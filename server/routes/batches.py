@@ -7,23 +7,21 @@ one runner behind both (``server/batches/``): a batch answers in the shape it wa
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import re
 from typing import Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 
 from server.batches.files import result_entry
 from server.batches.store import BatchStore
 from server.errors import APIError, bad_request, describe_validation_error
-from server.gateway.keys import KeyInfo
-from server.gateway.tables import BatchRow, GenerationRow, StoredFile
+from server.gateway.tables import BatchRow, GenerationRow
 from server.jsonio import JSONResponse
-from server.state import AppState, app_state
+from server.routes.files import batches_state, key_id_of, unix_time
+from server.state import AppState
 
 router = APIRouter()
 
@@ -35,98 +33,12 @@ _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)h$")
 _STATUS = {"expiring": "in_progress"}
 
 
-def _key_id(request: Request) -> int | None:
-    key: KeyInfo | None = getattr(request.state, "api_key", None)
-    if key is not None and key.management:
-        raise APIError(403, "A management key cannot run batches")
-    return key.id if key is not None else None
-
-
-def _state(request: Request) -> AppState:
-    state = app_state(request)
-    if not state.settings.batches.enabled:
-        raise APIError(404, "Batches are turned off on this server (batches.enabled)")
-    return state
-
-
 def _window(state: AppState, text: str) -> float:
     m = _WINDOW.match(text)
     hours = float(m.group(1)) if m else 0.0
     if not 0 < hours <= state.settings.batches.max_window_hours:
         raise bad_request(f"completion_window: hours as '24h', at most {state.settings.batches.max_window_hours:g}h")
     return hours
-
-
-def _ts(value: dt.datetime | None) -> int | None:
-    """Unix seconds of a stored (naive UTC) time."""
-    return int(value.replace(tzinfo=dt.UTC).timestamp()) if value is not None else None
-
-
-# ---- OpenAI: files --------------------------------------------------------------------------------
-def _file_object(row: StoredFile) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "object": "file",
-        "bytes": len(row.content.encode()),
-        "created_at": _ts(row.created_at),
-        "filename": row.filename,
-        "purpose": row.purpose,
-        "status": "processed",
-        "expires_at": None,
-        "status_details": None,
-    }
-
-
-@router.post("/v1/files")
-@router.post("/api/v1/files")
-async def upload_file(request: Request, file: UploadFile, purpose: str = Form(...)) -> dict[str, Any]:
-    state, key_id = _state(request), _key_id(request)
-    if purpose != "batch":
-        raise bad_request("purpose: only 'batch' files are kept by this server")
-    data = await file.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise bad_request("file: must be UTF-8 JSONL") from exc
-    row = await asyncio.to_thread(BatchStore(state.db).add_file, key_id, file.filename or "upload.jsonl", purpose, text)
-    return _file_object(row)
-
-
-@router.get("/v1/files")
-@router.get("/api/v1/files")
-async def list_files(request: Request, purpose: str | None = None) -> dict[str, Any]:
-    state, key_id = _state(request), _key_id(request)
-    rows = await asyncio.to_thread(BatchStore(state.db).files, key_id, purpose)
-    return {"object": "list", "data": [_file_object(r) for r in rows], "has_more": False}
-
-
-async def _file(request: Request, file_id: str) -> StoredFile:
-    state, key_id = _state(request), _key_id(request)
-    row = await asyncio.to_thread(BatchStore(state.db).file, file_id, key_id)
-    if row is None:
-        raise APIError(404, f"No file with id {file_id}")
-    return row
-
-
-@router.get("/v1/files/{file_id}")
-@router.get("/api/v1/files/{file_id}")
-async def get_file(request: Request, file_id: str) -> dict[str, Any]:
-    return _file_object(await _file(request, file_id))
-
-
-@router.get("/v1/files/{file_id}/content")
-@router.get("/api/v1/files/{file_id}/content")
-async def file_content(request: Request, file_id: str) -> PlainTextResponse:
-    return PlainTextResponse((await _file(request, file_id)).content, media_type="application/jsonl")
-
-
-@router.delete("/v1/files/{file_id}")
-@router.delete("/api/v1/files/{file_id}")
-async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
-    state, key_id = _state(request), _key_id(request)
-    if not await asyncio.to_thread(BatchStore(state.db).delete_file, file_id, key_id):
-        raise APIError(404, f"No file with id {file_id}")
-    return {"id": file_id, "object": "file", "deleted": True}
 
 
 # ---- both shapes: creating ------------------------------------------------------------------------
@@ -188,7 +100,7 @@ async def create_openai_batch(request: Request, body: OpenAIBatch) -> dict[str, 
 
 
 async def _create_openai(request: Request, body: OpenAIBatch) -> dict[str, Any]:
-    state, key_id = _state(request), _key_id(request)
+    state, key_id = batches_state(request), key_id_of(request)
     if body.endpoint not in OPENAI_ENDPOINTS:
         raise bad_request(f"endpoint: one of {', '.join(OPENAI_ENDPOINTS)}")
     hours = _window(state, body.completion_window)
@@ -228,7 +140,7 @@ async def create_openrouter_batch(request: Request) -> JSONResponse:
     if isinstance(parsed, OpenAIBatch):
         return JSONResponse(await _create_openai(request, parsed))
     body = parsed
-    state, key_id = _state(request), _key_id(request)
+    state, key_id = batches_state(request), key_id_of(request)
     if body.endpoint not in OPENROUTER_ENDPOINTS:
         raise bad_request(f"endpoint: one of {', '.join(OPENROUTER_ENDPOINTS)}")
     hours = _window(state, body.completion_window)
@@ -245,7 +157,7 @@ async def create_openrouter_batch(request: Request) -> JSONResponse:
 
 # ---- both shapes: reading, listing, cancelling ---------------------------------------------------------
 async def _batch(request: Request, batch_id: str) -> tuple[AppState, BatchRow]:
-    state, key_id = _state(request), _key_id(request)
+    state, key_id = batches_state(request), key_id_of(request)
     row = await asyncio.to_thread(BatchStore(state.db).get, batch_id, key_id)
     if row is None:
         raise APIError(404, f"No batch with id {batch_id}")
@@ -288,7 +200,7 @@ async def delete_batch(request: Request, batch_id: str) -> dict[str, Any]:
 @router.get("/api/v1/batches")
 @router.get("/api/beta/batches")
 async def list_batches(request: Request, limit: int = 20, after: str | None = None) -> dict[str, Any]:
-    state, key_id = _state(request), _key_id(request)
+    state, key_id = batches_state(request), key_id_of(request)
     shape = "openai" if request.url.path.startswith("/v1/") else "openrouter"
     limit = max(1, min(limit, 100))
     store = BatchStore(state.db)
@@ -307,7 +219,7 @@ async def list_batches(request: Request, limit: int = 20, after: str | None = No
 async def _openai_object(state: AppState, row: BatchRow) -> dict[str, Any]:
     counts = await asyncio.to_thread(BatchStore(state.db).counts, row.id)
     status = _STATUS.get(row.status, row.status)
-    finished = _ts(row.finished_at)
+    finished = unix_time(row.finished_at)
     return {
         "id": row.id,
         "object": "batch",
@@ -319,14 +231,14 @@ async def _openai_object(state: AppState, row: BatchRow) -> dict[str, Any]:
         "status": status,
         "output_file_id": row.output_file_id,
         "error_file_id": row.error_file_id,
-        "created_at": _ts(row.created_at),
-        "in_progress_at": _ts(row.in_progress_at),
-        "expires_at": _ts(row.expires_at),
+        "created_at": unix_time(row.created_at),
+        "in_progress_at": unix_time(row.in_progress_at),
+        "expires_at": unix_time(row.expires_at),
         "finalizing_at": finished,
         "completed_at": finished if status == "completed" else None,
         "failed_at": None,
         "expired_at": finished if status == "expired" else None,
-        "cancelling_at": _ts(row.cancelling_at),
+        "cancelling_at": unix_time(row.cancelling_at),
         "cancelled_at": finished if status == "cancelled" else None,
         "request_counts": {"total": counts.total, "completed": counts.completed, "failed": counts.failed},
         "metadata": json.loads(row.meta) if row.meta else None,
@@ -350,9 +262,9 @@ async def _openrouter_object(state: AppState, row: BatchRow) -> dict[str, Any]:
         "provider": state.settings.provider_name,
         "status": _STATUS.get(row.status, row.status),
         "completion_window": row.completion_window,
-        "created_at": _ts(row.created_at),
-        "expires_at": _ts(row.expires_at),
-        "finalized_at": _ts(row.finished_at),
+        "created_at": unix_time(row.created_at),
+        "expires_at": unix_time(row.expires_at),
+        "finalized_at": unix_time(row.finished_at),
         "request_counts": {"total": counts.total, "completed": counts.completed, "failed": counts.failed},
         "results": results,
         "usage": await asyncio.to_thread(_usage, state, row.id),
