@@ -72,7 +72,10 @@ def _stream(url: str, ends: list[str]) -> None:
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=300) as r:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
         finished = any('"finish_reason": "length"' in x or '"finish_reason":"length"' in x for x in lines)
-        ends.append("finished" if finished else ("error event" if any('"error"' in x for x in lines) else "cut"))
+        outcome = "finished" if finished else ("error event" if any('"error"' in x for x in lines) else "cut")
+        if outcome == "cut" and os.environ.get("FAULT_DEBUG"):
+            print("cut stream ended with:", lines[-3:], flush=True)
+        ends.append(outcome)
     except httpx.TransportError:
         ends.append("connection lost")
 

@@ -28,6 +28,8 @@ class FakeEngine:
         self.last_prompt: list[int] | None = None
         # Raise EngineError after this many tokens (simulates the engine dying mid-request).
         self.fail_after: int | None = None
+        # End the request with vLLM's "abort" after this many tokens (the engine shutting down).
+        self.abort_after: int | None = None
         # Replies for the next requests, in order (then ``reply`` again); every prompt is kept.
         self.script: list[str] = []
         self.prompts: list[list[int]] = []
@@ -118,6 +120,8 @@ class FakeEngine:
                     return
                 text_so_far = candidate
                 finish = "length" if n >= options.max_tokens else ("stop" if n == len(ids) else None)
+                if self.abort_after is not None and n >= self.abort_after:
+                    finish = "abort"
                 yield self._delta(piece, [tid], finish, None, cached)
                 if finish:
                     return

@@ -36,7 +36,7 @@ from server.tracing import NO_TRACE
 T = TypeVar("T")
 
 # OpenRouter normalises finish reasons; the engine's own word goes to native_finish_reason.
-_FINISH = {"stop": "stop", "length": "length", "abort": "stop", "tool_calls": "tool_calls", "error": "error"}
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "error": "error"}
 
 
 def finish_reason(native: str | None, tool_calls: int = 0) -> str | None:
@@ -195,6 +195,11 @@ class Generation:
                     batch.insert(0, Logprobs(d.logprobs))
                 if batch:
                     yield batch
+            if tally.native_finish == "abort":
+                # The engine ended it, not the model and not us (our aborts close the stream
+                # instead): vLLM aborts a replica's requests when another replica dies and the
+                # engine shuts down. A truncated answer must not read as a finished one.
+                raise EngineError("the engine ended the request before it finished (it is shutting down)")
             end = router.finish()
             stop_sequence = tally.stop_reason if isinstance(tally.stop_reason, str) else None
             reason = finish_reason(tally.native_finish, router.tool_calls) or "stop"

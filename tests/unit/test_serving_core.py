@@ -101,6 +101,19 @@ async def test_failure_is_the_last_event_and_recorded(setup) -> None:
     assert observer.records[-1].error and observer.records[-1].finish_reason == "error"
 
 
+async def test_a_request_the_engine_aborts_is_a_failure_not_a_finish(setup) -> None:
+    """vLLM ends a surviving replica's requests with "abort" when another replica dies: the
+    client must see an error, not a truncated answer that reads as finished."""
+    engine, core, observer, renderer = setup
+    engine.abort_after = 3
+    events = [e async for b in await _events(core, _plan(renderer)) for e in b]
+    assert isinstance(events[-1], Failure) and events[-1].error.status == 502
+    assert not any(isinstance(e, Finish) for e in events)
+    record = observer.records[-1]
+    assert record.finish_reason == "error" and "ended the request" in (record.error or "")
+    assert record.completion_tokens == 3 and record.native_finish_reason == "abort"
+
+
 async def test_client_gone_cancels_and_records(setup) -> None:
     engine, core, observer, renderer = setup
     stream = await _events(core, _plan(renderer))
