@@ -14,6 +14,11 @@ import pytest
 # Tests never write the default database file in the working tree: in-memory unless a test
 # (the gateway's end-to-end tests) points a server at a file of its own.
 os.environ.setdefault("HERMES_DATABASE_URL", "sqlite://")
+# Every server the tests start runs vLLM in eager mode: it starts about 19 s sooner (no
+# torch.compile of the model) and the suite starts some fifteen servers. The engine, its scheduler
+# and its sampler are the same; decoding on this CPU build is about a tenth slower. Profiles (and
+# the benchmarks) keep the compiled default.
+os.environ.setdefault("HERMES_ENGINE__ENFORCE_EAGER", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "models" / "tiny-hermes"

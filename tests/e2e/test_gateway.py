@@ -57,6 +57,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         HERMES_GATEWAY__MAX_IN_FLIGHT="4",
         HERMES_GATEWAY__MAX_QUEUE="4",
         HERMES_GATEWAY__REQUEST_TIMEOUT_SECONDS="4",
+        HERMES_RESPONSES__STORE="true",  # the restart test keeps a stored response across it
     )
     keys = {
         "plain": _key(env, "--label", "plain"),
@@ -278,12 +279,27 @@ def test_overload_gives_only_200_and_429(gw: Gw) -> None:
     assert "hermes_time_to_first_token_seconds_bucket" in metrics and "hermes_requests_in_flight" in metrics
 
 
-def test_usage_survives_restart_and_cli_reports_it(gw: Gw) -> None:
+def test_usage_and_stored_responses_survive_a_restart(gw: Gw) -> None:
+    """One restart for both: the usage record (and the CLI's report of it), and a Responses
+    response stored with store: true (retrieved, continued with previous_response_id, deleted)."""
+    from openai import NotFoundError, OpenAI
+
+    greedy = {"temperature": 0, "top_p": 1}
     gen_id = _chat(gw, "plain").headers["X-Generation-Id"]
+    sdk = OpenAI(base_url=gw.server.v1, api_key=gw.keys["plain"], max_retries=0, timeout=120)
+    first = sdk.responses.create(model=MODEL, input="Remember this", store=True, max_output_tokens=6, **greedy)
     stop_server(gw.server)
     gw.server = start_server(gw.tmp, "gateway-again", env=gw.env)
     data = _record(gw, gen_id).json()["data"]
     assert data["id"] == gen_id and data["tokens_completion"] == 20
+    sdk = OpenAI(base_url=gw.server.v1, api_key=gw.keys["plain"], max_retries=0, timeout=120)
+    assert sdk.responses.retrieve(first.id).output_text == first.output_text
+    follow = sdk.responses.create(model=MODEL, input="And now?", previous_response_id=first.id, max_output_tokens=4, **greedy)
+    alone = sdk.responses.create(model=MODEL, input="And now?", max_output_tokens=4, **greedy)
+    assert follow.usage.input_tokens >= alone.usage.input_tokens + first.usage.input_tokens - 30  # the history is in the prompt
+    sdk.responses.delete(first.id)
+    with pytest.raises(NotFoundError):
+        sdk.responses.retrieve(first.id)
     out = subprocess.run(
         [sys.executable, "-m", "server.cli", "usage"],
         env={**os.environ, **gw.env},
@@ -298,9 +314,10 @@ def test_usage_survives_restart_and_cli_reports_it(gw: Gw) -> None:
 # How the stop signal arrives: to the main process (docker stop, Kubernetes, KillMode=mixed), or
 # to the whole process group (Ctrl-C in a terminal, kill -TERM -<pgid>), which vLLM's engine
 # processes would get too if the server did not run them in a process group of its own.
+# SIGTERM to the group takes the same path as SIGINT to it (the supervisor forwards both alike) and
+# is sent in tests/e2e/test_api_processes.py's drain; these two cover the two ways a signal arrives.
 SIGNAL_PATHS = {
     "sigterm-main": lambda p: p.send_signal(signal.SIGTERM),
-    "sigterm-group": lambda p: os.killpg(p.pid, signal.SIGTERM),
     "sigint-group": lambda p: os.killpg(p.pid, signal.SIGINT),
 }
 

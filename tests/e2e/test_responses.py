@@ -5,15 +5,13 @@ forced: an assistant prefill opens <think>, grammars bound JSON and tool calls."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import jsonschema
-import pytest
-from openai import NotFoundError, OpenAI
+from openai import OpenAI
 from pydantic import BaseModel
 
-from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tests.e2e.conftest import RunningServer
 from tests.shared import CITY, THINKING
 
 MODEL = "nousresearch/hermes-4-70b"
@@ -119,27 +117,3 @@ def test_openai_agents_runs_a_tool_to_completion(server: RunningServer) -> None:
     )
     result = Runner.run_sync(agent, "Weather in Oslo?")
     assert seen and result.final_output == f"sunny in {seen[0]}"
-
-
-def test_stored_response_survives_a_restart(tmp_path: Path) -> None:
-    env = {"HERMES_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}", "HERMES_RESPONSES__STORE": "true"}
-    first_server = start_server(tmp_path, "store-a", env=env)
-    try:
-        sdk = OpenAI(base_url=first_server.v1, api_key="unused", max_retries=0, timeout=120)
-        first = sdk.responses.create(model=MODEL, input="Remember this", store=True, max_output_tokens=6, **GREEDY)
-    finally:
-        stop_server(first_server)
-    second_server = start_server(tmp_path, "store-b", env=env)
-    try:
-        sdk = OpenAI(base_url=second_server.v1, api_key="unused", max_retries=0, timeout=120)
-        assert sdk.responses.retrieve(first.id).output_text == first.output_text
-        follow = sdk.responses.create(model=MODEL, input="And now?", previous_response_id=first.id, max_output_tokens=4, **GREEDY)
-        alone = sdk.responses.create(model=MODEL, input="And now?", max_output_tokens=4, **GREEDY)
-        assert (
-            follow.usage.input_tokens >= alone.usage.input_tokens + first.usage.input_tokens - 30
-        )  # the history is in the prompt
-        sdk.responses.delete(first.id)
-        with pytest.raises(NotFoundError):
-            sdk.responses.retrieve(first.id)
-    finally:
-        stop_server(second_server)
