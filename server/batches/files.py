@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.batches.store import BatchStore
 from server.gateway.tables import BatchItem, BatchRow
 
 # Why a request that never ran has no answer (OpenAI's codes for them).
@@ -29,19 +28,18 @@ def result_entry(item: BatchItem) -> dict[str, Any]:
     return entry
 
 
-def write_results(store: BatchStore, row: BatchRow) -> None:
-    """OpenAI's shape: answered requests with a 2xx go to the output file, the rest (errors,
-    requests never run) to the error file; no file when it would be empty."""
+def result_files(row: BatchRow, items: list[BatchItem]) -> tuple[str | None, str | None]:
+    """OpenAI's shape: the output file's content (answered requests with a 2xx) and the error
+    file's (errors, requests never run); None where a file would be empty, and for OpenRouter's
+    shape (its results are inline)."""
     if row.shape != "openai":
-        return
+        return None, None
     ok: list[str] = []
     failed: list[str] = []
-    for item in store.items(row.id):
+    for item in items:
         if item.state == "running":  # a settled batch has none; never write half a result
             continue
         entry = result_entry(item)
         good = entry["response"] is not None and entry["response"]["status_code"] < 300
         (ok if good else failed).append(json.dumps(entry))
-    output = store.add_file(row.key_id, f"{row.id}_output.jsonl", "batch_output", "\n".join(ok) + "\n") if ok else None
-    errors = store.add_file(row.key_id, f"{row.id}_error.jsonl", "batch_output", "\n".join(failed) + "\n") if failed else None
-    store.set_files(row.id, output.id if output else None, errors.id if errors else None)
+    return ("\n".join(ok) + "\n" if ok else None), ("\n".join(failed) + "\n" if failed else None)

@@ -17,7 +17,6 @@ import logging
 import time
 from typing import Any
 
-from server.batches.files import write_results
 from server.batches.store import BatchStore, Claimed
 from server.gateway.keys import KeyInfo
 from server.state import AppState
@@ -71,7 +70,6 @@ class BatchRunner:
     async def _step(self) -> None:
         ended = await asyncio.to_thread(self.store.settle)
         for row in ended:
-            await asyncio.to_thread(write_results, self.store, row)
             log.info("batch %s %s", row.id, row.status)
         free = self.concurrency - len(self._running)
         if free <= 0 or self.state.not_ready() is not None:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
+from server.batches.files import result_files
 from server.gateway.db import Database
 from server.gateway.tables import BatchItem, BatchRow, StoredFile
 from server.timeutil import utcnow
@@ -234,13 +236,23 @@ class BatchStore:
                 )
                 if open_items:
                     continue
+                # The final status and its files in one transaction: a client polling the batch
+                # never sees it completed (or cancelled) before its output file is there.
+                items = list(s.scalars(select(BatchItem).where(BatchItem.batch_id == row.id).order_by(BatchItem.position)))
+                output, errors = result_files(row, items)
+                row.output_file_id = self._file_in(s, row, "output", output)
+                row.error_file_id = self._file_in(s, row, "error", errors)
                 row.status = {"cancelling": "cancelled", "expiring": "expired"}.get(row.status, "completed")
                 row.finished_at = utcnow()
                 ended.append(row)
         return ended
 
-    def set_files(self, batch_id: str, output_file_id: str | None, error_file_id: str | None) -> None:
-        with self.db.session() as s:
-            s.execute(
-                update(BatchRow).where(BatchRow.id == batch_id).values(output_file_id=output_file_id, error_file_id=error_file_id)
-            )
+    @staticmethod
+    def _file_in(s: Session, row: BatchRow, kind: str, content: str | None) -> str | None:
+        if content is None:
+            return None
+        f = StoredFile(
+            id=new_id("file-"), key_id=row.key_id, filename=f"{row.id}_{kind}.jsonl", purpose="batch_output", content=content
+        )
+        s.add(f)
+        return f.id

@@ -200,3 +200,23 @@ def test_a_restart_mid_batch_answers_every_request_once(tokenizer, db: Database,
 def test_bad_openrouter_batches_are_400s(client: TestClient, key: str, body: dict, needle: str) -> None:
     r = client.post("/api/beta/batches", json=body, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+
+
+def test_a_batch_is_never_seen_finished_without_its_files() -> None:
+    """The final status and the output and error files are written in one transaction: a client
+    polling the batch saw "cancelled" with no error file while the runner still wrote it."""
+    from server.batches.store import BatchStore
+
+    store = BatchStore(Database("sqlite://"))
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    row = store.create(
+        key_id=None, shape="openai", endpoint="/v1/chat/completions", model=None, window_hours=1, requests=[("a", body), ("b", body)]
+    )
+    (claimed,) = store.claim(1, 30)
+    assert store.finish(claimed, 200, {"ok": True}, "gen-1")
+    store.cancel(row.id, None)  # the other request never runs
+    (ended,) = store.settle()
+    seen = store.get(ended.id, None)
+    assert seen is not None and seen.status == "cancelled"
+    assert seen.output_file_id is not None and seen.error_file_id is not None
+    assert store.file(seen.error_file_id, None) is not None
