@@ -210,7 +210,12 @@ def test_a_batch_is_never_seen_finished_without_its_files() -> None:
     store = BatchStore(Database("sqlite://"))
     body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
     row = store.create(
-        key_id=None, shape="openai", endpoint="/v1/chat/completions", model=None, window_hours=1, requests=[("a", body), ("b", body)]
+        key_id=None,
+        shape="openai",
+        endpoint="/v1/chat/completions",
+        model=None,
+        window_hours=1,
+        requests=[("a", body), ("b", body)],
     )
     (claimed,) = store.claim(1, 30)
     assert store.finish(claimed, 200, {"ok": True}, "gen-1")
