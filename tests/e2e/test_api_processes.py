@@ -37,11 +37,13 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         HERMES_GATEWAY__MAX_IN_FLIGHT="3",
         HERMES_GATEWAY__MAX_QUEUE="0",
         HERMES_GATEWAY__DRAIN_TIMEOUT_SECONDS="60",  # the drain test's streams finish well inside it
+        HERMES_SAMPLING__MAX_TOKENS="12",  # the ceiling for requests that set no max_tokens
     )
     keys = {
         "plain": _key(env, "--label", "plain"),
         "rpm": _key(env, "--label", "rpm", "--rpm", "2"),
         "credit": _key(env, "--label", "credit", "--credit-limit", "0.00003"),
+        "short": _key(env, "--label", "short", "--max-tokens", "5"),
     }
     server = start_server(tmp, "api-processes", env=env, own_group=True)
     _until_both_ready(server)
@@ -145,6 +147,23 @@ def test_limits_usage_and_metrics_are_exact_across_processes(two: Two) -> None:
             c.post(two.server.v1 + "/chat/completions", json=_body(1), headers=_auth(two.keys["plain"]))
         time.sleep(0.05)
     assert _served_by(two) == both
+
+
+def test_requests_without_max_tokens_stop_at_the_profiles_or_the_keys_ceiling(two: Two) -> None:
+    """A request that sets no max_tokens gets the profile's sampling.max_tokens (published as
+    top_provider.max_completion_tokens), or its key's own; one that sets it keeps its own."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "ignore_eos": True, "top_p": 1}
+
+    def completion(key: str, **extra: object) -> tuple[int, str]:
+        r = httpx.post(two.server.v1 + "/chat/completions", json={**body, **extra}, headers=_auth(two.keys[key]), timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["completion_tokens"], r.json()["choices"][0]["finish_reason"]
+
+    assert completion("plain") == (12, "length")
+    assert completion("short") == (5, "length")
+    assert completion("short", max_tokens=20) == (20, "length")
+    listed = httpx.get(two.server.api_v1 + "/models", timeout=30).json()["data"][0]
+    assert listed["top_provider"]["max_completion_tokens"] == 12
 
 
 def _key_id(two: Two, label: str) -> int:
