@@ -33,7 +33,8 @@ def serve(
     from server.doctor import offload_problem
     from server.drain import serve_app
     from server.logs import setup_logging
-    from server.planner import check_before_serve, ray_problem
+    from server.planner import check_before_serve
+    from server.ray_check import ray_problem
     from server.tracing import exporter_from_env
 
     settings = load_or_exit(config or profile_from_env(), host=host, port=port)

@@ -155,7 +155,7 @@ def test_pick_profile_says_why_nothing_fits(tmp_path) -> None:
 def test_ray_profile_preflight(monkeypatch) -> None:
     import types
 
-    from server.planner import ray_problem
+    from server.ray_check import ray_problem
 
     s = load_settings(ROOT / "configs" / "multinode-2x8-bf16.yaml")
     assert ray_problem(load_settings(ROOT / "configs" / "h100x8-bf16.yaml")) is None  # not a Ray profile
