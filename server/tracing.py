@@ -128,9 +128,9 @@ class RequestTrace:
         self._context = trace.set_span_in_context(root)
         self.recording = root.is_recording()
 
-    def start_child(self, name: str, attributes: dict[str, Any] | None = None, parent: Span | None = None) -> Span:
-        context = self._context if parent is None else trace.set_span_in_context(parent)
-        return self.tracer.start_span(name, context=context, attributes=attributes)
+    def start_child(self, name: str, attributes: dict[str, Any] | None = None) -> Span:
+        """A child of the root, ended by the caller."""
+        return self.tracer.start_span(name, context=self._context, attributes=attributes)
 
     @contextmanager
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span]:
