@@ -65,9 +65,11 @@ class Metrics:
             "hermes_queue_depth", "Generation requests waiting for a slot", registry=r, multiprocess_mode="mostrecent"
         )
         # Whether the server takes generations (0 while the engine starts, has died or it drains)
-        # and whether it drains: the alert rules' "not ready" and "drain stuck".
-        self.ready = Gauge("hermes_ready", "1 while the server takes generations", registry=r, multiprocess_mode="livemin")
-        self.draining = Gauge("hermes_draining", "1 while the server drains", registry=r, multiprocess_mode="livemax")
+        # and whether it drains: the alert rules' "not ready" and "drain stuck". Set by the scraped
+        # process, whose view is the latest (a scraper keeps its connection, so the other
+        # processes' values could be as old as their start: min/max over them would be wrong).
+        self.ready = Gauge("hermes_ready", "1 while the server takes generations", registry=r, multiprocess_mode="mostrecent")
+        self.draining = Gauge("hermes_draining", "1 while the server drains", registry=r, multiprocess_mode="mostrecent")
         self._sources: list[tuple[Gauge, Callable[[], float]]] = []  # set when scraped
         self._own_sources: list[tuple[Gauge, Callable[[], float]]] = []  # also when a generation ends
         self._queue: Callable[[], tuple[int, int] | None] | None = None
