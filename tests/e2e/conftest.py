@@ -110,7 +110,7 @@ def stop_server(server: RunningServer) -> None:
 
 @pytest.fixture(scope="session")
 def otlp() -> Iterator[Collector]:
-    """An OTLP trace receiver the shared server exports its spans to (tests/e2e/test_tracing.py)."""
+    """An OTLP trace receiver the shared server exports its spans to (tests/e2e/test_tracing_otlp.py)."""
     collector = Collector()
     yield collector
     collector.close()

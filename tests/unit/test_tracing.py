@@ -1,5 +1,5 @@
 """Tracing over the fake engine, spans caught in memory (the OTLP path through the real engine is
-tests/e2e/test_tracing.py): the span tree, the caller's traceparent, OpenRouter's trace field,
+tests/e2e/test_tracing_otlp.py): the span tree, the caller's traceparent, OpenRouter's trace field,
 failures, and the OTEL_* variables that turn it on and off."""
 
 from __future__ import annotations
