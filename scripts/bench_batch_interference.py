@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_overhead import free_port, wait_ready  # noqa: E402
+from scripts.bench_overhead import free_port, start_hermes, wait_ready  # noqa: E402
 from server.bench.runner import BenchOptions, make_workload, run_bench, targets_of  # noqa: E402
 
 
@@ -54,10 +52,9 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "HERMES_ENGINE__SCHEDULING_POLICY": "priority", "HERMES_DATABASE_URL": f"sqlite:///{args.out / 'b.db'}"}
+    env = {"HERMES_ENGINE__SCHEDULING_POLICY": "priority", "HERMES_DATABASE_URL": f"sqlite:///{args.out / 'b.db'}"}
     log = args.out / "server.log"
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = start_hermes(port, log, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url + "/ready", proc, log)

@@ -155,7 +155,7 @@ def children(pid: int) -> list[int]:
 
 def vs_vllm(args: argparse.Namespace) -> None:
     """Part (b): API-process CPU per streamed token, this server against vLLM's, same engine."""
-    from bench_overhead import vllm_command, wait_ready
+    from bench_overhead import start_hermes, vllm_command, wait_ready
 
     sys.path.insert(0, str(ROOT))
     from server.settings import load_settings
@@ -170,8 +170,7 @@ def vs_vllm(args: argparse.Namespace) -> None:
     }
     ours_port, vllm_port = free_port(), free_port()
     ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
-    serve = [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)]
-    ours = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=ours_log.open("wb"), stderr=subprocess.STDOUT)
+    ours = start_hermes(ours_port, ours_log, env, args.config)
     vllm = subprocess.Popen(vllm_command(s, vllm_port), cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)

@@ -50,6 +50,17 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
+def start_hermes(
+    port: int, log: Path, env: dict[str, str] | None = None, config: str = "configs/tiny-cpu.yaml", append: bool = False
+) -> subprocess.Popen[bytes]:
+    """``hermes-server serve`` of ``config`` on ``port``, its output to ``log`` (``append``: after
+    an earlier run's, as a restart's); ``env`` on top of this process's environment. Not waited
+    for: see :func:`wait_ready`."""
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", config, "--port", str(port)]
+    out = log.open("ab" if append else "wb")
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+
 def vllm_command(s: Settings, port: int) -> list[str]:
     """vLLM's own OpenAI server with the engine settings the profile gives ours."""
     e = s.engine
@@ -99,13 +110,7 @@ def main() -> None:
     ours_port, vllm_port = free_port(), free_port()
     env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
     ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", args.config, "--port", str(ours_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=ours_log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    ours = start_hermes(ours_port, ours_log, env, args.config)
     vllm_cmd = vllm_command(s, vllm_port)
     vllm = subprocess.Popen(vllm_cmd, cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_overhead import free_port, wait_ready  # noqa: E402
+from scripts.bench_overhead import free_port, start_hermes, wait_ready  # noqa: E402
 from server.bench.runner import BenchOptions, make_workload, run_bench, targets_of  # noqa: E402
 
 KV = str(256 << 20)  # per replica: what two replicas share of this machine's memory comfortably
@@ -44,9 +43,7 @@ LAYOUTS: dict[str, tuple[dict[str, str], bool]] = {
 
 def start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml", "--port", str(port)]
-    full = {**os.environ, "HERMES_ENGINE__KV_CACHE_MEMORY_BYTES": KV, **env}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = start_hermes(port, log, {"HERMES_ENGINE__KV_CACHE_MEMORY_BYTES": KV, **env})
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/ready", proc, log)
     return proc, url

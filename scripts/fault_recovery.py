@@ -34,7 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_overhead import free_port, wait_ready  # noqa: E402
+from scripts.bench_overhead import free_port, start_hermes, wait_ready  # noqa: E402
 
 FAULTS: dict[str, tuple[dict[str, str], str]] = {
     # name: (server environment, which process dies)
@@ -61,11 +61,6 @@ class Outcome:
         return self.kill_to_exit_s + self.exit_to_ready_s
 
 
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml", "--port", str(port)]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
 def _stream(url: str, ends: list[str]) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 2000, "min_tokens": 2000, "stream": True, "top_p": 1}
     try:
@@ -73,8 +68,8 @@ def _stream(url: str, ends: list[str]) -> None:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
         finished = any('"finish_reason": "length"' in x or '"finish_reason":"length"' in x for x in lines)
         outcome = "finished" if finished else ("error event" if any('"error"' in x for x in lines) else "cut")
-        if outcome == "cut" and os.environ.get("FAULT_DEBUG"):
-            print("cut stream ended with:", lines[-3:], flush=True)
+        if outcome == "cut":  # ended without its finish or an error: show how it ended
+            print("a stream was cut, ending with:", lines[-3:], flush=True)
         ends.append(outcome)
     except httpx.TransportError:
         ends.append("connection lost")
@@ -92,7 +87,7 @@ def run_fault(name: str, restart_sec: float, tmp: Path) -> Outcome:
     env, kind = FAULTS[name]
     port, log = free_port(), tmp / f"{name}.log"
     url = f"http://127.0.0.1:{port}"
-    server = _start(env, port, log)
+    server = start_hermes(port, log, env, append=True)
     wait_ready(url + "/ready", server, log)
     ends: list[str] = []
     threads = [threading.Thread(target=_stream, args=(url, ends)) for _ in range(STREAMS)]
@@ -109,7 +104,7 @@ def run_fault(name: str, restart_sec: float, tmp: Path) -> Outcome:
     if code == 0:
         raise RuntimeError(f"{name}: the server exited 0 after its {kind} was killed; see {log}")
     time.sleep(restart_sec)  # Restart=on-failure, RestartSec
-    server = _start(env, port, log)
+    server = start_hermes(port, log, env, append=True)
     try:
         wait_ready(url + "/ready", server, log)
         ready = time.monotonic()

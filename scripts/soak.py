@@ -41,7 +41,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_overhead import free_port, wait_ready  # noqa: E402
+from scripts.bench_overhead import free_port, start_hermes, wait_ready  # noqa: E402
 from server.bench.words import WORDS  # noqa: E402
 
 MODEL = "nousresearch/hermes-4-70b"
@@ -152,13 +152,7 @@ def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
     key = made.stdout.strip().splitlines()[-1].strip()
     port = free_port()
     log = tmp / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", "configs/tiny-cpu.yaml", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_hermes(port, log, env)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/ready", proc, log)
     return proc, url, key, db
