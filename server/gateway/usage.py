@@ -67,9 +67,8 @@ class UsageLog:
             self._writing = (writing, batch)
             try:
                 await asyncio.shield(writing)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving; the records stay pending and are retried
+            except Exception:  # keep serving; the records stay pending and are retried (a flush's
+                # cancellation is no Exception: it leaves this write to the flush)
                 log.exception("could not write %d usage records; retrying", len(batch))
                 for r in batch:
                     self._queue.put_nowait(r)
