@@ -50,10 +50,7 @@ log = logging.getLogger("hermes.tracing")
 
 _SERVICE = "hermes-server"
 _PROPAGATOR = TraceContextTextMapPropagator()
-# OpenRouter's `trace` object: its known keys and, as custom metadata, up to this many others.
-_TRACE_KEYS = ("trace_id", "trace_name", "span_name", "generation_name", "parent_span_id")
-_TRACE_EXTRA_MAX = 16
-_ATTRIBUTE_MAX_CHARS = 256
+ATTRIBUTE_MAX_CHARS = 256  # a span attribute's text, and a failed span's message, at most
 
 
 def _env(name: str) -> str:
@@ -145,29 +142,10 @@ class RequestTrace:
         finally:
             span.end()
 
-    def set_openrouter_trace(self, fields: Mapping[str, Any] | None) -> None:
-        """OpenRouter's ``trace`` object as root attributes: its known keys as
-        ``openrouter.trace.<key>``, other keys (custom metadata) as ``openrouter.trace.metadata.<key>``."""
-        if not fields or not self.recording:
-            return
-        extra = 0
-        for key, value in fields.items():
-            if value is None:
-                continue
-            if key in _TRACE_KEYS:
-                name = f"openrouter.trace.{key}"
-            elif extra < _TRACE_EXTRA_MAX:
-                extra += 1
-                name = f"openrouter.trace.metadata.{key[:64]}"
-            else:
-                continue
-            self.root.set_attribute(name, _attribute(value))
-
-
-def _attribute(value: Any) -> str | int | float | bool:
-    if isinstance(value, bool | int | float):
-        return value
-    return str(value)[:_ATTRIBUTE_MAX_CHARS]
+    def set_attributes(self, attributes: Mapping[str, str | int | float | bool]) -> None:
+        """Attributes of the root span (the request's)."""
+        if self.recording:
+            self.root.set_attributes(attributes)
 
 
 NO_TRACE = RequestTrace(NoOpTracer(), INVALID_SPAN)
@@ -200,7 +178,7 @@ def _ns(seconds: float) -> int:
 
 
 def mark_failed(span: Span, message: str) -> None:
-    span.set_status(Status(StatusCode.ERROR, message[:_ATTRIBUTE_MAX_CHARS]))
+    span.set_status(Status(StatusCode.ERROR, message[:ATTRIBUTE_MAX_CHARS]))
 
 
 def end_request(rt: RequestTrace, status: int) -> None:

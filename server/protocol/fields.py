@@ -13,6 +13,7 @@ from server.engine.base import StructuredOutput
 from server.errors import bad_request
 from server.protocol.routing_fields import ProviderPreferences
 from server.task import ReasoningPlan, ReasoningRequest, Sampling, ToolChoice, ToolRequest, ToolSpec
+from server.tracing import ATTRIBUTE_MAX_CHARS
 
 StopField = str | Annotated[list[str], Field(max_length=4)] | None
 # OpenAI's and OpenRouter's tiers ("scale" is served as default).
@@ -67,6 +68,9 @@ class Reasoning(Lenient):
     exclude: bool | None = None
 
 
+_TRACE_EXTRA_MAX = 16  # custom keys of OpenRouter's ``trace`` kept as span attributes
+
+
 class TraceFields(Lenient):
     """OpenRouter's ``trace``: names for the caller's observability (its known keys; any other
     key is custom metadata). Recorded as attributes of the request's span when tracing is on."""
@@ -77,8 +81,15 @@ class TraceFields(Lenient):
     generation_name: str | None = Field(None, max_length=256)
     parent_span_id: str | None = Field(None, max_length=256)
 
-    def attributes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+    def attributes(self) -> dict[str, str | int | float | bool]:
+        """As span attributes: the known keys as ``openrouter.trace.<key>``, up to 16 others
+        (custom metadata) as ``openrouter.trace.metadata.<key>``, other than numbers and booleans
+        as text of at most 256 characters."""
+        extra = {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+        known = self.model_dump(exclude_none=True, exclude=set(extra))
+        named = {f"openrouter.trace.{k}": v for k, v in known.items()}
+        named |= {f"openrouter.trace.metadata.{k[:64]}": v for k, v in list(extra.items())[:_TRACE_EXTRA_MAX]}
+        return {k: v if isinstance(v, bool | int | float) else str(v)[:ATTRIBUTE_MAX_CHARS] for k, v in named.items()}
 
 
 class StreamOptions(Lenient):

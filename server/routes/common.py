@@ -59,7 +59,7 @@ def request_info(
     batch = request.scope.get("hermes_batch")  # set only by the batch runner, never by a client
     rt: RequestTrace | None = getattr(request.state, "trace", None)
     if rt is not None and trace is not None:
-        rt.set_openrouter_trace(trace.attributes())
+        rt.set_attributes(trace.attributes())
     if batch is not None:
         tier = BATCH_TIER
     return RequestInfo(
