@@ -73,6 +73,7 @@ def create_app(
             share = max(1, int(settings.batches.share * state.admission.max_in_flight / settings.api_processes))
             runner = BatchRunner(app, state, concurrency=share)
             runner.start()
+            state.wake_batches = runner.wake
         try:
             yield
         finally:

@@ -51,6 +51,7 @@ class AppState:
     engine_dead: bool = False  # it served, then died: the process exits for a restart
     shared_slots: SharedSlots | None = None  # several API processes: the engine's slot counts, shared
     on_engine_failure: Callable[[], None] | None = None
+    wake_batches: Callable[[], None] = lambda: None  # the batch runner's wake (set by the app)
     api_types: dict[str, str] = field(default_factory=dict)  # adapter name → OpenRouter's api_type (set by the app)
     keys: KeyStore = field(init=False)
     limits: Limits = field(init=False)

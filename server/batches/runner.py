@@ -25,6 +25,10 @@ log = logging.getLogger("hermes.batches")
 
 LEASE_S = 30.0  # a claim lapses this long after its runner last renewed it
 _RENEW_S = 10.0
+# With nothing to run the poll slows down to this: two database transactions every half second
+# were most of an idle API process's CPU. A batch created or cancelled through this process
+# wakes the runner at once (``wake``); one created through another process waits at most this.
+_IDLE_POLL_S = 4.0
 _RETRY_LATER = (429, 503)
 
 
@@ -36,9 +40,14 @@ class BatchRunner:
         self.poll_seconds = poll_seconds
         self._running: dict[asyncio.Task[None], Claimed] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
+
+    def wake(self) -> None:
+        """Look for work now (a batch was created or cancelled), not at the next idle poll."""
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop claiming; requests still running are handed back for another runner (or this
@@ -55,9 +64,11 @@ class BatchRunner:
 
     async def _loop(self) -> None:
         renewed = time.monotonic()
+        pause = self.poll_seconds
         while True:
+            busy = True
             try:
-                await self._step()
+                busy = await self._step()
                 if self._running and time.monotonic() - renewed > _RENEW_S:
                     await asyncio.to_thread(self.store.renew, list(self._running.values()), LEASE_S)
                     renewed = time.monotonic()
@@ -65,19 +76,26 @@ class BatchRunner:
                 raise
             except Exception:  # a database hiccup: log it, try again on the next tick
                 log.exception("batch runner step failed")
-            await asyncio.sleep(self.poll_seconds)
+            pause = next_pause(pause, busy, self.poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+            self._wake.clear()
 
-    async def _step(self) -> None:
+    async def _step(self) -> bool:
+        """Settle ended batches and claim what there is room for; False when there was nothing
+        to do (nothing settled, claimed or running)."""
         ended = await asyncio.to_thread(self.store.settle)
         for row in ended:
             log.info("batch %s %s", row.id, row.status)
         free = self.concurrency - len(self._running)
         if free <= 0 or self.state.not_ready() is not None:
-            return
-        for c in await asyncio.to_thread(self.store.claim, free, LEASE_S):
+            return True
+        claimed = await asyncio.to_thread(self.store.claim, free, LEASE_S)
+        for c in claimed:
             task = asyncio.create_task(self._run(c))
             self._running[task] = c
             task.add_done_callback(lambda t: self._running.pop(t, None))
+        return bool(ended or claimed or self._running)
 
     async def _run(self, c: Claimed) -> None:
         key = await asyncio.to_thread(self._key, c.key_id)
@@ -98,6 +116,12 @@ class BatchRunner:
         if key_id is None:
             return None
         return self.state.keys.by_id(key_id)
+
+
+def next_pause(pause: float, busy: bool, poll_seconds: float) -> float:
+    """The wait before the next poll: ``poll_seconds`` while there is work, doubling up to
+    ``_IDLE_POLL_S`` while there is none."""
+    return poll_seconds if busy else min(pause * 2, max(poll_seconds, _IDLE_POLL_S))
 
 
 def _error(status: int, message: str) -> dict[str, Any]:

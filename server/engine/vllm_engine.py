@@ -136,6 +136,12 @@ class VLLMEngine:
             self._engine = await asyncio.to_thread(self._attach, args)
         self._max_model_len = int(self._engine.model_config.max_model_len)
         await self._warm_up()
+        # The startup heap (torch, transformers, vLLM: millions of objects that live as long as
+        # the process) is moved out of the collector's sight, as vLLM's own server does after
+        # startup: otherwise every full collection walks it again, on the serving thread.
+        from vllm.utils.gc_utils import freeze_gc_heap
+
+        freeze_gc_heap()
         self._ready = True
 
     def _attach(self, args: Any) -> Any:

@@ -121,6 +121,7 @@ async def _create_openai(request: Request, body: OpenAIBatch) -> dict[str, Any]:
             metadata=body.metadata,
         )
     )
+    state.wake_batches()
     return await _openai_object(state, row)
 
 
@@ -152,6 +153,7 @@ async def create_openrouter_batch(request: Request) -> JSONResponse:
             key_id=key_id, shape="openrouter", endpoint=body.endpoint, model=body.model, window_hours=hours, requests=requests
         )
     )
+    state.wake_batches()
     return JSONResponse(await _openrouter_object(state, row), status_code=202)
 
 
@@ -183,6 +185,7 @@ async def cancel_batch(request: Request, batch_id: str) -> dict[str, Any]:
     state, row = await _batch(request, batch_id)
     cancelled = await asyncio.to_thread(BatchStore(state.db).cancel, row.id, row.key_id)
     assert cancelled is not None
+    state.wake_batches()  # a batch with nothing running ends at the runner's next settle
     return await _object(state, cancelled)
 
 
@@ -193,6 +196,7 @@ async def delete_batch(request: Request, batch_id: str) -> dict[str, Any]:
     for the accounts."""
     state, row = await _batch(request, batch_id)
     await asyncio.to_thread(BatchStore(state.db).cancel, row.id, row.key_id)
+    state.wake_batches()
     return {"id": row.id, "object": "batch", "deletion": {"openrouter": "deleted"}}
 
 

@@ -15,6 +15,7 @@ from openrouter.components.batchlistresponse import BatchListResponse
 from openrouter.components.batchobject import BatchObject
 
 from server.app import create_app
+from server.batches.runner import next_pause
 from server.engine.fake import FakeEngine
 from server.gateway.db import Database
 from server.gateway.key_admin import KeyAdmin
@@ -225,3 +226,21 @@ def test_a_batch_is_never_seen_finished_without_its_files() -> None:
     assert seen is not None and seen.status == "cancelled"
     assert seen.output_file_id is not None and seen.error_file_id is not None
     assert store.file(seen.error_file_id, None) is not None
+
+
+def test_an_idle_runner_polls_slowly_and_a_new_batch_wakes_it(client: TestClient, key: str) -> None:
+    """Nothing to run: the poll backs off to seconds (two transactions every half second were most
+    of an idle server's CPU); a batch created meanwhile starts at once, not at the next poll."""
+    pauses = [0.5]
+    for _ in range(6):
+        pauses.append(next_pause(pauses[-1], busy=False, poll_seconds=0.5))
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    assert next_pause(4.0, busy=True, poll_seconds=0.5) == 0.5
+    time.sleep(3.6)  # idle since the app started: the runner now waits 4 s between polls
+    sdk = OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+    upload = sdk.files.create(file=("in.jsonl", _jsonl(2)), purpose="batch")
+    started = time.monotonic()
+    batch = sdk.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    done = _wait(lambda: sdk.batches.retrieve(batch.id), timeout=10)
+    assert done.status == "completed"
+    assert time.monotonic() - started < 2.0  # woken: an unwoken runner would sleep out its 4 s
