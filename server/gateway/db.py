@@ -180,7 +180,7 @@ class Database:
         transaction (``Limits.record``: spend, credit holds, tokens per minute)."""
         # One executemany INSERT per batch, on the table itself: an ORM merge per record costs a
         # SELECT each (10 % of the API process under load), and even the ORM's bulk insert
-        # inspects every mapped attribute of every record first (a third more per write).
+        # inspects every mapped attribute of every record first (half as much again per write).
         if not records:
             return
         keyed = [r for r in records if r.get("key_id") is not None]
