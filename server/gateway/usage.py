@@ -27,10 +27,6 @@ _LOGGED = (
     "error",
 )
 _BATCH = 500
-# A write waits this long for more records to join it: every write is a hop to a worker thread,
-# and each hop makes the event loop wait for the GIL (the largest cost of our own in a profile
-# at 32 streams). Limits still settle within milliseconds of a generation's end.
-_GATHER_S = 0.05
 
 
 class UsageLog:
@@ -39,7 +35,6 @@ class UsageLog:
         self.metrics, self.db, self.settle = metrics, db, settle
         self._pending: dict[str, UsageRecord] = {}  # records not yet written
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
-        self._arrived = asyncio.Event()  # set while the queue holds records
         self._writer: asyncio.Task[None] | None = None
         self._writing: tuple[asyncio.Future[None], list[UsageRecord]] | None = None  # the batch being written
 
@@ -47,7 +42,6 @@ class UsageLog:
         """Called from a generation's ``finally`` (also on cancellation): never awaits."""
         self._pending[rec.id] = rec
         self._queue.put_nowait(rec)
-        self._arrived.set()
         self.metrics.observe_generation(rec)
         log.info("generation %s", rec.finish_reason, extra={"gen_" + k: getattr(rec, k) for k in _LOGGED})
 
@@ -64,14 +58,9 @@ class UsageLog:
     async def _write_loop(self) -> None:
         assert self.db is not None
         while True:
-            await self._arrived.wait()
-            # The records stay queued while more gather: a flush that stops this loop now writes them.
-            await asyncio.sleep(_GATHER_S)
-            batch: list[UsageRecord] = []
+            batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < _BATCH:
                 batch.append(self._queue.get_nowait())
-            if self._queue.empty():
-                self._arrived.clear()
             # Shielded: a flush that stops this loop waits for the write under way instead of
             # losing track of it (the thread would finish it unseen, after the flush returned).
             writing = asyncio.ensure_future(asyncio.to_thread(self.db.add_records, [r.row() for r in batch], self.settle))
@@ -83,7 +72,6 @@ class UsageLog:
                 log.exception("could not write %d usage records; retrying", len(batch))
                 for r in batch:
                     self._queue.put_nowait(r)
-                self._arrived.set()
                 self._writing = None
                 await asyncio.sleep(1)
                 continue
