@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_overhead import cpu_seconds, free_port, start_hermes, vllm_command, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,12 +79,6 @@ uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(
     repo: Path, config: str, tokens: int, step: float = 0.0, gateway: dict[str, object] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -105,11 +99,6 @@ def start(
             proc.kill()
             raise SystemExit("server did not start")
         time.sleep(0.5)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one(client: httpx.AsyncClient, url: str, tokens: int, model: str | None = None) -> int:
@@ -155,8 +144,6 @@ def children(pid: int) -> list[int]:
 
 def vs_vllm(args: argparse.Namespace) -> None:
     """Part (b): API-process CPU per streamed token, this server against vLLM's, same engine."""
-    from bench_overhead import start_hermes, vllm_command, wait_ready
-
     sys.path.insert(0, str(ROOT))
     from server.settings import load_settings
 

@@ -67,15 +67,20 @@ def start_hermes(
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) the server started as ``pid`` has used so far: its API
-    process(es) and its engine (vLLM's own processes, named ``VLLM::…``)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far."""
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def server_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds the server started as ``pid`` has used so far: its API process(es) and its
+    engine (vLLM's own processes, named ``VLLM::…``)."""
     root = psutil.Process(pid)
     out = {"api": 0.0, "engine": 0.0}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            t = proc.cpu_times()
-            out["engine" if proc.name().startswith("VLLM::") else "api"] += t.user + t.system
+            out["engine" if proc.name().startswith("VLLM::") else "api"] += cpu_seconds(proc.pid)
         except psutil.Error:  # ended in between
             continue
     return out
@@ -157,9 +162,9 @@ def main() -> None:
             warmup=4,
             out=args.out,
         )
-        before = {"hermes": cpu_seconds(ours.pid), "vllm": cpu_seconds(vllm.pid)}
+        before = {"hermes": server_cpu_seconds(ours.pid), "vllm": server_cpu_seconds(vllm.pid)}
         result = run_bench(opts)
-        used = {name: cpu_seconds(p.pid) for name, p in (("hermes", ours), ("vllm", vllm))}
+        used = {name: server_cpu_seconds(p.pid) for name, p in (("hermes", ours), ("vllm", vllm))}
     finally:
         for p in (ours, vllm):
             p.send_signal(signal.SIGTERM)
