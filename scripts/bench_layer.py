@@ -58,6 +58,9 @@ class FreeEngine:
     async def shutdown(self): pass
     def num_unfinished_requests(self): return self.running
     def kv_cache_usage(self): return 0.0
+    def queue_counts(self): return (self.running, 0)
+    replicas = 1
+    def replica_loads(self): return None
 
     async def generate(self, prompt, options, request_id):
         self.running += 1
