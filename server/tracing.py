@@ -142,11 +142,6 @@ class RequestTrace:
         finally:
             span.end()
 
-    def set_attributes(self, attributes: Mapping[str, str | int | float | bool]) -> None:
-        """Attributes of the root span (the request's)."""
-        if self.recording:
-            self.root.set_attributes(attributes)
-
 
 NO_TRACE = RequestTrace(NoOpTracer(), INVALID_SPAN)
 

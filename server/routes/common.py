@@ -58,8 +58,8 @@ def request_info(
     tier = service_tier if service_tier not in (None, "auto") else (key.serving.service_tier if key is not None else None)
     batch = request.scope.get("hermes_batch")  # set only by the batch runner, never by a client
     rt: RequestTrace | None = getattr(request.state, "trace", None)
-    if rt is not None and trace is not None:
-        rt.set_attributes(trace.attributes())
+    if rt is not None and rt.recording and trace is not None:  # tracing off: not even built
+        rt.root.set_attributes(trace.attributes())
     if batch is not None:
         tier = BATCH_TIER
     return RequestInfo(
