@@ -7,6 +7,10 @@ settings, driven by the same streaming chat load in one run (levels interleaved 
 Prints throughput and TTFT ratios (ours / vLLM's) per level and a Markdown table for
 benchmarks/RESULTS.md. Targets: throughput ratio >= 1.0 and p50 TTFT ratio <= 1.0 at every level.
 
+It splits each server's mean request time into before the first token, per token after it (the
+engine's step time as the client sees it, which moves with the host's load on a shared machine)
+and after the last token, so a throughput ratio can be read as the layer's or the engine's.
+
 It also prints the CPU time each server's API process (and its engine) used over the whole run,
 per request: the layer's own cost, read from the processes' counters rather than from latencies,
 so it is steadier than the ratios on a machine where both servers, both engines and the load
@@ -194,6 +198,17 @@ def main() -> None:
         if thr is None or thr < 1.0 or ttft is None or ttft > 1.0:
             missed.append(ld)
     print()
+    # A throughput ratio below 1 with a decode step slower by as much is the engine's (the host's
+    # speed while that server ran), not the layer's: the layer shows before the first token and
+    # after the last.
+    print("| load | server | mean ms to first token | mean ms per token after it (engine step) | mean ms after the last token |")
+    print("|---|---|---|---|---|")
+    for (name, ld), summary in sorted(by.items(), key=lambda item: (item[0][1], item[0][0] != "vllm")):
+        split = summary["time_split_ms"]
+        print(
+            f"| {ld} | {name} | {_ms(split['first_token'])} | {_ms(split['per_token'], 2)} | {_ms(split['after_last_token'], 2)} |"
+        )
+    print()
     served = {name: sum(s["ok"] for (t, _), s in by.items() if t == name) for name in ("hermes", "vllm")}
     print("| server | requests | API process CPU s | API ms / request | engine CPU s |")
     print("|---|---|---|---|---|")
@@ -205,6 +220,10 @@ def main() -> None:
     print()
     print("targets met at every level" if not missed else f"targets missed at: {', '.join(missed)}")
     print(f"logs: {tmp}")
+
+
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Figures over a run's request records: rates, the longest Retry-After, the records as JSON."""
+"""Figures over a run's request records: rates, where a request's time went, the longest
+Retry-After, the records as JSON."""
 
 from __future__ import annotations
 
@@ -20,6 +21,24 @@ def completion_rate(records: list[Record]) -> float | None:
     completions / wall time, it does not count the last requests' own latency against the rate."""
     ends = sorted(r.start + r.e2e for r in records if r.ok)
     return (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 2 and ends[-1] > ends[0] else None
+
+
+def time_split(records: list[Record]) -> dict[str, float | None]:
+    """Where a streamed request's time went, in mean milliseconds: before its first token, between
+    its first and last (``decode``, and per token after the first), and after its last token until
+    the response ended (the finish and usage frames). Decode time per token is the engine's step
+    time as the client sees it, which moves with the machine's load; the other two are where the
+    serving layer's own costs show."""
+    timed = [r for r in records if r.ok and r.ttft is not None and r.itl]
+    if not timed:
+        return {"first_token": None, "decode": None, "per_token": None, "after_last_token": None}
+    decode = [sum(r.itl) for r in timed]
+    return {
+        "first_token": 1000 * sum(r.ttft or 0.0 for r in timed) / len(timed),
+        "decode": 1000 * sum(decode) / len(timed),
+        "per_token": 1000 * sum(decode) / sum(len(r.itl) for r in timed),
+        "after_last_token": 1000 * sum(r.e2e - (r.ttft or 0.0) - d for r, d in zip(timed, decode, strict=True)) / len(timed),
+    }
 
 
 def longest_retry_after(records: list[Record]) -> float | None:

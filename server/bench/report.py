@@ -14,7 +14,7 @@ import numpy as np
 
 from server.bench.load import Record
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
-from server.bench.record_stats import completion_rate, longest_retry_after, per_user_tokens_per_s, records_json
+from server.bench.record_stats import completion_rate, longest_retry_after, per_user_tokens_per_s, records_json, time_split
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
 
@@ -73,6 +73,7 @@ def summarize(records: list[Record], wall: float, slo: SLO) -> dict[str, Any]:
         "itl_ms": _stats([x for r in ok for x in r.itl]),
         "tpot_ms": _stats([t for r in ok if (t := r.tpot) is not None]),
         "e2e_ms": _stats([r.e2e for r in ok]),
+        "time_split_ms": time_split(ok),
     }
 
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from server.bench.load import Dist, Record, Target, Workload, request_body
+from server.bench.record_stats import time_split
 from server.bench.report import SLO, ratios, summarize, write_report
 from server.bench.runner import BenchError, _levels, _plan, targets_of
 from server.bench.workloads import make_specs
@@ -76,6 +77,15 @@ def test_summary_percentiles_errors_goodput() -> None:
     assert s["tpot_ms"]["p50"] == pytest.approx((1100 - 550) / 10, rel=0.2)
     assert s["itl_ms"]["p50"] == pytest.approx(100.0)
     assert s["goodput_requests_per_s"] == pytest.approx(0.5)  # ttft 100..500 ms meet the SLO
+
+
+def test_time_split_puts_a_request_before_its_first_token_between_its_tokens_and_after_its_last() -> None:
+    # 10 gaps of 100 ms after a first token at 100 or 300 ms; e2e leaves 50 or 150 ms after the last.
+    recs = [_rec(ttft=0.1, e2e=1.15), _rec(ttft=0.3, e2e=1.45), _rec(False, error="timeout")]
+    split = summarize(recs, wall=3.0, slo=SLO())["time_split_ms"]
+    assert split["first_token"] == pytest.approx(200.0) and split["decode"] == pytest.approx(1000.0)
+    assert split["per_token"] == pytest.approx(100.0) and split["after_last_token"] == pytest.approx(100.0)
+    assert time_split([_rec(False, error="timeout")]) == dict.fromkeys(split)  # nothing timed: no figures
 
 
 def test_ratios_and_report(tmp_path) -> None:
