@@ -29,15 +29,16 @@ def time_split(records: list[Record]) -> dict[str, float | None]:
     the response ended (the finish and usage frames). Decode time per token is the engine's step
     time as the client sees it, which moves with the machine's load; the other two are where the
     serving layer's own costs show."""
-    timed = [r for r in records if r.ok and r.ttft is not None and r.itl]
+    # (first token, decode, tokens after the first, whole request) in seconds, per timed request
+    timed = [(r.ttft, sum(r.itl), len(r.itl), r.e2e) for r in records if r.ok and r.ttft is not None and r.itl]
     if not timed:
-        return {"first_token": None, "decode": None, "per_token": None, "after_last_token": None}
-    decode = [sum(r.itl) for r in timed]
+        return dict.fromkeys(("first_token", "decode", "per_token", "after_last_token"))
+    n = len(timed)
     return {
-        "first_token": 1000 * sum(r.ttft or 0.0 for r in timed) / len(timed),
-        "decode": 1000 * sum(decode) / len(timed),
-        "per_token": 1000 * sum(decode) / sum(len(r.itl) for r in timed),
-        "after_last_token": 1000 * sum(r.e2e - (r.ttft or 0.0) - d for r, d in zip(timed, decode, strict=True)) / len(timed),
+        "first_token": 1000 * sum(first for first, _, _, _ in timed) / n,
+        "decode": 1000 * sum(decode for _, decode, _, _ in timed) / n,
+        "per_token": 1000 * sum(decode for _, decode, _, _ in timed) / sum(tokens for _, _, tokens, _ in timed),
+        "after_last_token": 1000 * sum(e2e - first - decode for first, decode, _, e2e in timed) / n,
     }
 
 
