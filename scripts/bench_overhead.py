@@ -4,7 +4,8 @@ settings, driven by the same streaming chat load in one run (levels interleaved 
 
     .venv/bin/python scripts/bench_overhead.py [--levels 1,8,32,64] [--requests 128] [--out benchmarks/overhead]
 
-Prints throughput and TTFT ratios (ours / vLLM's) per level and a Markdown table for
+Prints throughput and TTFT ratios (ours / vLLM's) per level, with each round's throughput ratio
+(rounds alternate the servers, so their spread shows the machine's drift), and a Markdown table for
 benchmarks/RESULTS.md. Targets: throughput ratio >= 1.0 and p50 TTFT ratio <= 1.0 at every level.
 
 It splits each server's mean request time into before the first token, per token after it (the
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -182,16 +184,16 @@ def main() -> None:
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; profile {args.config}")
     print(
-        "| load | vLLM out tok/s | hermes out tok/s | throughput ratio | vLLM TTFT p50 ms | hermes TTFT p50 ms | TTFT p50 ratio | TTFT p99 ratio | errors (vLLM / hermes) |"
+        "| load | vLLM out tok/s | hermes out tok/s | throughput ratio | by round | vLLM TTFT p50 ms | hermes TTFT p50 ms | TTFT p50 ratio | TTFT p99 ratio | errors (vLLM / hermes) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     missed = []
     for entry in result["ab"]:
         ld, r = entry["load"], entry["ratios"]
         v, h = by[("vllm", ld)], by[("hermes", ld)]
         thr, ttft = r["output_tokens_per_s"], r["ttft_ms.p50"]
         print(
-            f"| {ld} | {v['output_tokens_per_s']:.1f} | {h['output_tokens_per_s']:.1f} | {thr:.3f} | "
+            f"| {ld} | {v['output_tokens_per_s']:.1f} | {h['output_tokens_per_s']:.1f} | {thr:.3f} | {by_round(entry)} | "
             f"{v['ttft_ms']['p50']:.1f} | {h['ttft_ms']['p50']:.1f} | {ttft:.3f} | {r['ttft_ms.p99']:.3f} | "
             f"{sum(v['errors'].values())} / {sum(h['errors'].values())} |"
         )
@@ -220,6 +222,13 @@ def main() -> None:
     print()
     print("targets met at every level" if not missed else f"targets missed at: {', '.join(missed)}")
     print(f"logs: {tmp}")
+
+
+def by_round(entry: dict[str, Any]) -> str:
+    """The throughput ratio of each round, lowest to highest: how far one round's figure strays on
+    this machine, against which the overall ratio's distance from 1 can be judged."""
+    values = sorted(x for x in entry["round_throughput_ratios"] if x is not None)
+    return " ".join(f"{x:.2f}" for x in values) or "–"
 
 
 def _ms(value: float | None, digits: int = 1) -> str:

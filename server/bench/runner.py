@@ -137,6 +137,9 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     console = Console(stderr=True)
     records: dict[tuple[str, str], list[Record]] = {}
     results: list[dict[str, Any]] = []
+    # Output tokens/s per round, by level and target: the A/B ratio's spread from round to round
+    # says whether a difference is more than the machine's drift.
+    round_rates: dict[str, list[dict[str, float]]] = {}
 
     spreads: dict[str, dict[str, Any]] = {}
 
@@ -173,6 +176,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                         recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
                         records.setdefault((t.label, load.name), []).extend(recs)
                         walls[t.label] = walls.get(t.label, 0.0) + wall
+                        rates = round_rates.setdefault(load.name, [])
+                        if len(rates) <= r:
+                            rates.append({})
+                        rates[r][t.label] = sum(x.completion_tokens or 0 for x in recs if x.ok) / max(wall, 1e-9)
                 level = [
                     _result(t, load, records.get((t.label, load.name), []), walls[t.label], opts.goodput, sweep_slo)
                     for t in targets
@@ -187,7 +194,18 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if len(targets) == 2:
         a, b = targets
         by: dict[tuple[str, str], dict[str, Any]] = {(r["target"], r["load"]): r["summary"] for r in results}
-        ab = [{"load": ld, "a": a.label, "b": b.label, "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)])} for ld in levels]
+        ab = [
+            {
+                "load": ld,
+                "a": a.label,
+                "b": b.label,
+                "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)]),
+                "round_throughput_ratios": [
+                    rr[b.label] / rr[a.label] if rr.get(a.label) else None for rr in round_rates.get(ld, [])
+                ],
+            }
+            for ld in levels
+        ]
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "targets": {t.label: t.url for t in targets},
@@ -222,6 +240,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         console_out.print(
             f"{entry['load']}: {entry['b']}/{entry['a']}  throughput x{_r(rs['output_tokens_per_s'])}  "
             f"TTFT p50 x{_r(rs['ttft_ms.p50'])}  TTFT p99 x{_r(rs['ttft_ms.p99'])}  TPOT p50 x{_r(rs['tpot_ms.p50'])}"
+            f"  throughput by round {' '.join(_r(x) for x in entry['round_throughput_ratios'])}"
         )
     for label, s in spreads.items():
         console_out.print(f"{label} replicas: {describe_spread(s)}")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import RunningServer, free_port
 
 
@@ -30,7 +32,12 @@ def test_ab_run_writes_a_report(server: RunningServer, tmp_path: Path) -> None:
         s = x["summary"]
         assert s["ok"] == 6 and s["errors"] == {} and s["mean_completion_tokens"] == 12  # ignore_eos/min_tokens honoured
         assert s["ttft_ms"]["p50"] > 0 and s["itl_ms"]["p50"] > 0 and s["goodput_requests_per_s"] > 0
+        split = s["time_split_ms"]  # the parts of a request's time, none negative, adding up to at most its end
+        assert split["first_token"] > 0 and split["per_token"] > 0 and split["after_last_token"] >= 0
+        assert split["first_token"] + split["decode"] + split["after_last_token"] == pytest.approx(s["e2e_ms"]["mean"])
     assert [a["load"] for a in data["ab"]] == ["c=1", "c=3"] and data["ab"][0]["ratios"]["output_tokens_per_s"] > 0
+    for a in data["ab"]:  # one throughput ratio per round, each from that round's own requests
+        assert len(a["round_throughput_ratios"]) == 2 and all(x > 0 for x in a["round_throughput_ratios"])
     assert "A/B ratios" in (out / "report.html").read_text() and (out / "levels.png").stat().st_size > 1000
     assert "c=3: api/v1  throughput x" in r.stdout  # the ratio line: b / a per level
 
