@@ -1,4 +1,4 @@
-"""Figures over a run's request records: rates, where a request's time went, the longest
+"""Figures over a run's request records: throughput and rates, where a request's time went, the longest
 Retry-After, the records as JSON."""
 
 from __future__ import annotations
@@ -7,6 +7,11 @@ from dataclasses import asdict
 from typing import Any
 
 from server.bench.load import Record
+
+
+def output_tokens_per_s(records: list[Record], wall: float) -> float:
+    """Output tokens of the requests that succeeded, per second of ``wall``."""
+    return sum(r.completion_tokens or 0 for r in records if r.ok) / max(wall, 1e-9)
 
 
 def per_user_tokens_per_s(records: list[Record]) -> float | None:

@@ -14,7 +14,14 @@ import numpy as np
 
 from server.bench.load import Record
 from server.bench.plots import Point, levels_png, pareto_png, ttft_cdf_png
-from server.bench.record_stats import completion_rate, longest_retry_after, per_user_tokens_per_s, records_json, time_split
+from server.bench.record_stats import (
+    completion_rate,
+    longest_retry_after,
+    output_tokens_per_s,
+    per_user_tokens_per_s,
+    records_json,
+    time_split,
+)
 from server.bench.usage_stats import STATS_HEADER, describe_rows, token_stats
 from server.jsonio import dumps
 
@@ -61,7 +68,7 @@ def summarize(records: list[Record], wall: float, slo: SLO) -> dict[str, Any]:
         "wall_s": wall,
         "requests_per_s": len(ok) / wall,
         "completion_rate_per_s": completion_rate(ok),
-        "output_tokens_per_s": out_tokens / wall,
+        "output_tokens_per_s": output_tokens_per_s(ok, wall),
         "input_tokens_per_s": in_tokens / wall,
         "mean_prompt_tokens": in_tokens / len(ok) if ok else None,
         "mean_completion_tokens": out_tokens / len(ok) if ok else None,

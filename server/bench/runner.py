@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
+from server.bench.record_stats import output_tokens_per_s
 from server.bench.replicas import describe as describe_spread
 from server.bench.replicas import read_counters
 from server.bench.replicas import spread as replica_spread
@@ -179,7 +180,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                         rates = round_rates.setdefault(load.name, [])
                         if len(rates) <= r:
                             rates.append({})
-                        rates[r][t.label] = sum(x.completion_tokens or 0 for x in recs if x.ok) / max(wall, 1e-9)
+                        rates[r][t.label] = output_tokens_per_s(recs, wall)
                 level = [
                     _result(t, load, records.get((t.label, load.name), []), walls[t.label], opts.goodput, sweep_slo)
                     for t in targets
