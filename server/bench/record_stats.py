@@ -1,5 +1,5 @@
-"""Figures over a run's request records: throughput and rates, where a request's time went, the longest
-Retry-After, the records as JSON."""
+"""Figures over a run's request records: throughput and rates, where a request's time went, the
+longest Retry-After, the records as JSON."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def test_ab_run_writes_a_report(server: RunningServer, tmp_path: Path) -> None:
         s = x["summary"]
         assert s["ok"] == 6 and s["errors"] == {} and s["mean_completion_tokens"] == 12  # ignore_eos/min_tokens honoured
         assert s["ttft_ms"]["p50"] > 0 and s["itl_ms"]["p50"] > 0 and s["goodput_requests_per_s"] > 0
-        split = s["time_split_ms"]  # the parts of a request's time, none negative, adding up to at most its end
+        split = s["time_split_ms"]  # the parts of a request's time: none negative, together its whole
         assert split["first_token"] > 0 and split["per_token"] > 0 and split["after_last_token"] >= 0
         assert split["first_token"] + split["decode"] + split["after_last_token"] == pytest.approx(s["e2e_ms"]["mean"])
     assert [a["load"] for a in data["ab"]] == ["c=1", "c=3"] and data["ab"][0]["ratios"]["output_tokens_per_s"] > 0
