@@ -169,6 +169,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                 specs = make_specs(workload, load.requests, salt=li)
                 per_round = [[s for s in specs if s.chain % rounds == r] for r in range(rounds)]
                 walls: dict[str, float] = {}
+                rates: list[dict[str, float]] = [{} for _ in per_round]
+                round_rates[load.name] = rates
                 for r, chunk in enumerate(per_round):
                     order = targets if r % 2 == 0 else list(reversed(targets))
                     for t in order:
@@ -177,9 +179,6 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                         recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
                         records.setdefault((t.label, load.name), []).extend(recs)
                         walls[t.label] = walls.get(t.label, 0.0) + wall
-                        rates = round_rates.setdefault(load.name, [])
-                        if len(rates) <= r:
-                            rates.append({})
                         rates[r][t.label] = output_tokens_per_s(recs, wall)
                 level = [
                     _result(t, load, records.get((t.label, load.name), []), walls[t.label], opts.goodput, sweep_slo)
