@@ -8,7 +8,7 @@ Serves the app (a subprocess, uvicorn, the tiny profile's settings) in front of 
 every request gets the same pre-decoded reply of --tokens tokens, one token per engine delta, with
 no sampling work at all. A streaming chat load at each level of concurrency then measures output
 tokens/s through the layer and the server process's CPU time per streamed token (user + system,
-from /proc). --repo points at another checkout (e.g. a git worktree of an older commit) to compare
+through psutil). --repo points at another checkout (e.g. a git worktree of an older commit) to compare
 before and after on the same machine; its ``create_app(settings, engine=..., renderer=...)`` is used.
 
 --vs-vllm (part b): this server (``hermes-server serve``) and vLLM's OpenAI server, each with its
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from bench_overhead import cpu_seconds, free_port, start_hermes, vllm_command, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,10 +142,6 @@ async def level(url: str, streams: int, requests: int, tokens: int, model: str |
         return sum(done), time.monotonic() - start
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def vs_vllm(args: argparse.Namespace) -> None:
     """Part (b): API-process CPU per streamed token, this server against vLLM's, same engine."""
     sys.path.insert(0, str(ROOT))
@@ -167,8 +164,9 @@ def vs_vllm(args: argparse.Namespace) -> None:
         wait_ready(f"http://127.0.0.1:{vllm_port}/health", vllm, vllm_log)
         # The API process(es): serve's supervised child (N > 1: that child's API process children,
         # not its engine core), and vLLM's server process itself (its engine core is a child).
-        server = children(ours.pid)[0]
-        ours_api = [server] if args.api_processes == 1 else [c for c in children(server) if "apiserver" in _cmd(c).lower()]
+        server = psutil.Process(ours.pid).children()[0]
+        api = [server] if args.api_processes == 1 else [c for c in server.children() if "apiserver" in _described(c).lower()]
+        ours_api = [p.pid for p in api]
         targets = {
             "vllm": (f"http://127.0.0.1:{vllm_port}/v1/chat/completions", [vllm.pid]),
             "hermes": (f"http://127.0.0.1:{ours_port}/v1/chat/completions", ours_api),
@@ -204,10 +202,11 @@ def vs_vllm(args: argparse.Namespace) -> None:
                 p.kill()
 
 
-def _cmd(pid: int) -> str:
+def _described(proc: psutil.Process) -> str:
+    """The process's command line and name ("" once it has ended): what tells an API process apart."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() + Path(f"/proc/{pid}/comm").read_text()
-    except OSError:
+        return " ".join(proc.cmdline()) + " " + proc.name()
+    except psutil.Error:
         return ""
 
 
