@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.batches.files import result_files
 from server.gateway.db import Database
@@ -152,12 +153,22 @@ class BatchStore:
             if row is None or row.key_id != key_id:
                 return None
             if row.status in ("validating", "in_progress"):
-                row.status, row.cancelling_at = "cancelling", utcnow()
+                # The requests first, then the batch's row: the order every transaction here
+                # locks them in (a runner's claim holds the requests it took while it marks their
+                # batch in progress). The other order is a lock cycle with such a claim, which
+                # PostgreSQL breaks by aborting one side.
                 s.execute(
                     update(BatchItem)
                     .where(BatchItem.batch_id == batch_id, BatchItem.state == "pending")
                     .values(state="cancelled")
                 )
+                s.execute(
+                    update(BatchRow)
+                    .where(BatchRow.id == batch_id, BatchRow.status.in_(("validating", "in_progress")))
+                    .values(status="cancelling", cancelling_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                s.refresh(row)  # what the database now holds (a claim may have moved it meanwhile)
             return row
 
     # ---- the runner's side -----------------------------------------------------------------------
@@ -183,7 +194,7 @@ class BatchStore:
                 item.state, item.claimed_until = "running", now + lease_s
                 batch = batches[item.batch_id]
                 if batch.status == "validating":
-                    batch.status, batch.in_progress_at = "in_progress", utcnow()
+                    _move(s, batch, "in_progress", in_progress_at=utcnow())
                 out.append(
                     Claimed(item.batch_id, item.custom_id, json.loads(item.body), batch.endpoint, batch.model, batch.key_id)
                 )
@@ -221,31 +232,38 @@ class BatchStore:
     def settle(self) -> list[BatchRow]:
         """Batches whose work is over (every request answered, cancelled or expired) get their
         final status; returned so the caller can write their output."""
-        ended: list[BatchRow] = []
         with self.db.session() as s:
-            for row in s.scalars(select(BatchRow).where(BatchRow.status.in_(ACTIVE))):
-                if row.status != "cancelling" and row.expires_at <= utcnow():
-                    s.execute(
-                        update(BatchItem)
-                        .where(BatchItem.batch_id == row.id, BatchItem.state == "pending")
-                        .values(state="expired")
-                    )
-                    row.status = "expiring"
-                open_items = s.scalar(
-                    select(func.count()).where(BatchItem.batch_id == row.id, BatchItem.state.in_(("pending", "running")))
+            active = list(s.scalars(select(BatchRow.id).where(BatchRow.status.in_(ACTIVE))))
+        return [row for row in map(self._settle_one, active) if row is not None]
+
+    def _settle_one(self, batch_id: str) -> BatchRow | None:
+        # One transaction per batch: none holds one batch's row while it waits for another's
+        # requests, so settling cannot close a lock cycle with a claim that spans two batches.
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is None or row.status not in ACTIVE:
+                return None
+            if row.status != "cancelling" and row.expires_at <= utcnow():
+                s.execute(
+                    update(BatchItem).where(BatchItem.batch_id == row.id, BatchItem.state == "pending").values(state="expired")
                 )
-                if open_items:
-                    continue
-                # The final status and its files in one transaction: a client polling the batch
-                # never sees it completed (or cancelled) before its output file is there.
-                items = list(s.scalars(select(BatchItem).where(BatchItem.batch_id == row.id).order_by(BatchItem.position)))
-                output, errors = result_files(row, items)
-                row.output_file_id = self._file_in(s, row, "output", output)
-                row.error_file_id = self._file_in(s, row, "error", errors)
-                row.status = {"cancelling": "cancelled", "expiring": "expired"}.get(row.status, "completed")
-                row.finished_at = utcnow()
-                ended.append(row)
-        return ended
+                if row.status != "expiring" and not _move(s, row, "expiring"):
+                    return None  # cancelled meanwhile: the next settle sees it as it is
+            open_items = s.scalar(
+                select(func.count()).where(BatchItem.batch_id == row.id, BatchItem.state.in_(("pending", "running")))
+            )
+            if open_items:
+                return None
+            final = {"cancelling": "cancelled", "expiring": "expired"}.get(row.status, "completed")
+            if not _move(s, row, final, finished_at=utcnow()):
+                return None  # another server's runner settled it first (and wrote its files)
+            # The final status and its files in one transaction: a client polling the batch
+            # never sees it completed (or cancelled) before its output file is there.
+            items = list(s.scalars(select(BatchItem).where(BatchItem.batch_id == row.id).order_by(BatchItem.position)))
+            output, errors = result_files(row, items)
+            row.output_file_id = self._file_in(s, row, "output", output)
+            row.error_file_id = self._file_in(s, row, "error", errors)
+            return row
 
     @staticmethod
     def _file_in(s: Session, row: BatchRow, kind: str, content: str | None) -> str | None:
@@ -256,3 +274,21 @@ class BatchStore:
         )
         s.add(f)
         return f.id
+
+
+def _move(s: Session, row: BatchRow, status: str, **values: Any) -> bool:
+    """Change a batch's status only if it is still the one ``row`` was read with: every server's
+    runner settles the same batches, and a cancel can land between a read and its write. The
+    UPDATE takes the row's lock and rechecks the status, so exactly one of two racing changes
+    wins; False for the one that lost (nothing written)."""
+    changed = s.execute(
+        update(BatchRow)
+        .where(BatchRow.id == row.id, BatchRow.status == row.status)
+        .values(status=status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        return False
+    for name, value in {"status": status, **values}.items():
+        set_committed_value(row, name, value)  # as written: not a change left for the ORM to flush
+    return True

@@ -4,21 +4,30 @@ cancel, a restart mid-batch (every custom_id answered exactly once), the batch p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 from openrouter.components.batchlistresponse import BatchListResponse
 from openrouter.components.batchobject import BatchObject
+from sqlalchemy import create_engine, event, text
 
 from server.app import create_app
 from server.batches.runner import next_pause
+from server.batches.store import BatchStore
 from server.engine.fake import FakeEngine
 from server.gateway.db import Database
 from server.gateway.key_admin import KeyAdmin
+from server.gateway.tables import BatchRow
 from server.hermes.prompt import PromptRenderer
 from server.settings import load_settings
 
@@ -244,3 +253,80 @@ def test_an_idle_runner_polls_slowly_and_a_new_batch_wakes_it(client: TestClient
     done = _wait(lambda: sdk.batches.retrieve(batch.id), timeout=10)
     assert done.status == "completed"
     assert time.monotonic() - started < 2.0  # woken: an unwoken runner would sleep out its 4 s
+
+
+@pytest.fixture()
+def pg_store(postgres_url: str) -> BatchStore:
+    """A database of its own on the session's PostgreSQL server: a claim takes the oldest pending
+    requests of any batch, so no other test's batch may be in it."""
+    name = "batches_" + secrets.token_hex(6)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return BatchStore(Database(postgres_url.rsplit("/", 1)[0] + "/" + name))
+
+
+def _pg_batch(store: BatchStore, n: int) -> BatchRow:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+    requests = [(f"q-{i}", body) for i in range(n)]
+    return store.create(
+        key_id=None, shape="openai", endpoint="/v1/chat/completions", model=MODEL, window_hours=24, requests=requests
+    )
+
+
+@contextlib.contextmanager
+def _after_statement(store: BatchStore, needle: str, then: Callable[[], None]) -> Iterator[None]:
+    """Call ``then`` in whichever thread has just run a statement containing ``needle``, inside
+    that statement's transaction: how a test holds one side of a race at the point it is about."""
+
+    def hook(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if needle in statement:
+            then()
+
+    event.listen(store.db.engine, "after_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        event.remove(store.db.engine, "after_cursor_execute", hook)
+
+
+def test_a_cancel_while_a_runner_claims_does_not_deadlock(pg_store: BatchStore) -> None:
+    """A cancel that arrives while a runner's claim holds some of the batch's requests waits for
+    the claim and then stops the rest. It must not lock the batch's row first: the claim holds
+    the requests and then marks their batch in progress, so the other order is a lock cycle that
+    PostgreSQL breaks by aborting one side (a 500 on the cancel, or a lost runner step)."""
+    batch = _pg_batch(pg_store, 10)
+    locked, cancel_started = threading.Event(), threading.Event()
+
+    def hold_the_claim() -> None:  # the claim's requests are locked, their batch's row not yet
+        locked.set()
+        cancel_started.wait(10)
+        time.sleep(1.0)  # time for the cancel to take what locks it can and wait on the rest
+
+    with ThreadPoolExecutor(2) as pool, _after_statement(pg_store, "SKIP LOCKED", hold_the_claim):
+        claiming = pool.submit(pg_store.claim, 4, 30.0)
+        assert locked.wait(10)
+        cancelling = pool.submit(pg_store.cancel, batch.id, None)
+        cancel_started.set()
+        claimed = claiming.result(timeout=30)  # a deadlock raises in one of the two
+        cancelled = cancelling.result(timeout=30)
+    assert len(claimed) == 4 and cancelled is not None and cancelled.status == "cancelling"
+    assert Counter(item.state for item in pg_store.items(batch.id)) == Counter({"running": 4, "cancelled": 6})
+
+
+def test_two_runners_settling_one_batch_end_it_once(pg_store: BatchStore) -> None:
+    """Every server's runner settles every batch: two that find the same batch finished at the
+    same moment must end it once, with one output file, not once each."""
+    batch = _pg_batch(pg_store, 2)
+    for c in pg_store.claim(2, 30.0):
+        assert pg_store.finish(c, 200, {"id": c.custom_id}, None)
+    both_looked = threading.Barrier(2, timeout=10)
+    # Both have read the batch and counted no open requests; neither has written yet.
+    with ThreadPoolExecutor(2) as pool, _after_statement(pg_store, "SELECT count(*)", both_looked.wait):
+        ended = [row for rows in pool.map(lambda _: pg_store.settle(), range(2)) for row in rows]
+    assert [row.status for row in ended] == ["completed"]
+    outputs = [f for f in pg_store.files(None, "batch_output") if f.filename == f"{batch.id}_output.jsonl"]
+    assert len(outputs) == 1
+    row = pg_store.get(batch.id, None)
+    assert row is not None and row.status == "completed" and row.output_file_id == outputs[0].id
