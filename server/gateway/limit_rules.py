@@ -77,7 +77,9 @@ class CreditRule:
         spent: dict[int, float] = {}
         for r in keyed:
             spent[r["key_id"]] = spent.get(r["key_id"], 0.0) + r["cost"]
-        for key_id, cost in spent.items():
+        # In key order: two servers writing batches that share keys lock the rows in one order,
+        # never each holding a key the other waits for (PostgreSQL would abort one as a deadlock).
+        for key_id, cost in sorted(spent.items()):
             # NULL (a key from before the column) stays NULL: its first use sums the records.
             s.execute(update(ApiKey).where(ApiKey.id == key_id).values(spent=ApiKey.spent + cost))
 

@@ -3,22 +3,25 @@ can start one (initdb/pg_ctl on PATH; as root they run as the ``postgres`` user)
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from server.gateway.db import Database, hash_key
 from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits
+from server.gateway.limits import Limits
 
 
-def _exercise(db: Database) -> None:
-    row, key = db.create_key("team", KeyLimits(credit_limit=5.0, rpm=10))
-    assert key.startswith("sk-hermes-") and row.key_hash == hash_key(key) and key not in row.hint + row.key_hash
-    assert db.find_key(key) is not None and db.find_key(key + "x") is None
-    rec = {
+def _record(key_id: int) -> dict[str, object]:
+    return {
         "id": f"gen-{time.time_ns()}",
-        "key_id": row.id,
+        "key_id": key_id,
         "model": "m",
         "route": "/v1/chat/completions",
         "prompt_tokens": 10,
@@ -28,6 +31,13 @@ def _exercise(db: Database) -> None:
         "cost": 0.25,
         "cancelled": True,
     }
+
+
+def _exercise(db: Database) -> None:
+    row, key = db.create_key("team", KeyLimits(credit_limit=5.0, rpm=10))
+    assert key.startswith("sk-hermes-") and row.key_hash == hash_key(key) and key not in row.hint + row.key_hash
+    assert db.find_key(key) is not None and db.find_key(key + "x") is None
+    rec = _record(row.id)
     db.add_records([rec, {**rec, "id": rec["id"] + "b", "cancelled": False}])
     assert KeyAdmin(db).spend(row.id)["usage"] == pytest.approx(0.5)
     got = db.record(rec["id"])
@@ -46,3 +56,32 @@ def test_sqlite_file(tmp_path) -> None:
 
 def test_postgres(postgres_url: str) -> None:
     _exercise(Database(postgres_url))
+
+
+def test_two_usage_writers_sharing_keys_do_not_deadlock(postgres_url: str) -> None:
+    """Two servers write usage batches that name the same two keys in opposite orders. Each adds
+    the batch's spend to the keys' rows in one transaction; were the rows locked in the batch's
+    order, each would hold one key the other waits for, and PostgreSQL would abort one of them."""
+    db = Database(postgres_url)
+    limits = Limits(db)
+    (first, _), (second, _) = db.create_key("one"), db.create_key("two")
+
+    def usage(key_id: int, n: int) -> dict[str, object]:
+        return {**_record(key_id), "id": f"gen-{time.time_ns()}-{key_id}-{n}", "cost": 0.5}
+
+    one_key_each = threading.Barrier(2, timeout=2)
+
+    def after_a_key_update(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE api_keys"):
+            with contextlib.suppress(threading.BrokenBarrierError):  # the other waits on this row
+                one_key_each.wait()
+
+    event.listen(db.engine, "after_cursor_execute", after_a_key_update)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            batches = [[usage(first.id, 0), usage(second.id, 0)], [usage(second.id, 1), usage(first.id, 1)]]
+            list(pool.map(limits.record, batches))  # a deadlock raises here
+    finally:
+        event.remove(db.engine, "after_cursor_execute", after_a_key_update)
+    assert KeyAdmin(db).spend(first.id)["usage"] == pytest.approx(1.0)
+    assert KeyAdmin(db).spend(second.id)["usage"] == pytest.approx(1.0)
