@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.errors import APIError
@@ -151,9 +151,11 @@ class TokenRateRule:
             for r in keyed
         ]
         s.execute(insert(RateEvent), events)
-        # Events past the window count for no key; a key without limits is never checked (where
-        # its own old events would be dropped), so they go here.
-        s.execute(delete(RateEvent).where(RateEvent.at < now - WINDOW_S))
+        # Events past the window count for no key: every server's writer purges them. Rows
+        # another writer is purging right now are skipped (it deletes them), so two purges never
+        # wait on each other's rows (on SQLite, which has one writer at a time, a plain DELETE).
+        stale = select(RateEvent.id).where(RateEvent.at < now - WINDOW_S).with_for_update(skip_locked=True)
+        s.execute(delete(RateEvent).where(RateEvent.id.in_(stale)))
 
     def report(self, limit: int | None, usage: float) -> dict[str, Any]:
         return {"rate_limit": {"tokens_per_minute": limit}}

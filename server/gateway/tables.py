@@ -53,7 +53,7 @@ def usable(row: ApiKey, now: dt.datetime | None = None) -> bool:
 
 class RateEvent(Base):
     """What a key's per-minute limits count: an admitted request (requests=1) or a finished
-    generation's tokens. Rows older than the window are deleted as the key is checked."""
+    generation's tokens. Rows older than the window are deleted as usage records are written."""
 
     __tablename__ = "rate_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

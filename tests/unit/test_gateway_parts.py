@@ -7,6 +7,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from server.errors import APIError
 from server.gateway.admission import Admission, LocalSlots, SharedSlots
@@ -15,6 +16,7 @@ from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo, KeyStore, bearer_token
 from server.gateway.limits import Limits
 from server.gateway.metrics import Metrics
+from server.gateway.tables import RateEvent
 from server.gateway.usage import UsageLog
 from server.serving.record import UsageRecord
 from server.timeutil import utcnow
@@ -99,6 +101,27 @@ async def test_tpm_limit_counts_finished_generations(tmp_path: Path) -> None:
     assert exc.value.status == 429 and exc.value.reason == "rate_tokens"
     clock.now += 61
     await limits.check(key)
+
+
+async def test_events_past_the_minute_are_purged_when_usage_is_written(tmp_path: Path) -> None:
+    """A check skips a key's events older than a minute; the usage writer deletes them (every
+    key's, limited or not), so the table holds about a minute of events."""
+    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
+    limits = Limits(db, clock)
+    key = _keyed(db, rpm=5)
+
+    def events() -> int:
+        with db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(RateEvent)) or 0)
+
+    await limits.check(key)
+    limits.record([_record("gen-a", key.id, cost=0.0).row()])
+    assert events() == 2  # the admitted request and the generation's tokens
+    clock.now += 61
+    await limits.check(key)
+    assert events() == 3  # the old two are past the window: not counted, not yet deleted
+    limits.record([_record("gen-b", key.id, cost=0.0).row()])
+    assert events() == 2  # the new request and its tokens
 
 
 async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_path: Path) -> None:
