@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Integer,
     Table,
     create_engine,
@@ -35,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from server.gateway.key_limits import KeyLimits, KeyServing
@@ -61,6 +62,15 @@ Settle = Callable[[Session, list[dict[str, Any]]], None]
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def purge(s: Session, id_column: InstrumentedAttribute[Any], *where: ColumnElement[bool]) -> None:
+    """Delete stale rows (``where``) that no other transaction holds. Every server sharing a
+    database purges the same stale rows on its own writes; two plain DELETEs of one set can each
+    lock a row the other then waits for, which PostgreSQL breaks by failing one. Rows another
+    purge holds are left to it (SQLite, one writer at a time, has no row locks: a plain DELETE)."""
+    stale = select(id_column).where(*where).with_for_update(skip_locked=True)
+    s.execute(delete(id_column.class_).where(id_column.in_(stale)))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -226,7 +236,7 @@ class Database:
     def store_response(self, row: StoredResponse) -> None:
         """Keep one response; expired ones are removed on the way (bounded storage)."""
         with self.session() as s:
-            s.execute(delete(StoredResponse).where(StoredResponse.expires_at < utcnow()))
+            purge(s, StoredResponse.id, StoredResponse.expires_at < utcnow())
             s.merge(row)
 
     def stored_response(self, response_id: str) -> StoredResponse | None:

@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from server.errors import APIError
+from server.gateway.db import purge
 from server.gateway.tables import ApiKey, CreditHold, RateEvent
 
 WINDOW_S = 60.0  # the per-minute limits' sliding window
@@ -151,11 +152,9 @@ class TokenRateRule:
             for r in keyed
         ]
         s.execute(insert(RateEvent), events)
-        # Events past the window count for no key: every server's writer purges them. Rows
-        # another writer is purging right now are skipped (it deletes them), so two purges never
-        # wait on each other's rows (on SQLite, which has one writer at a time, a plain DELETE).
-        stale = select(RateEvent.id).where(RateEvent.at < now - WINDOW_S).with_for_update(skip_locked=True)
-        s.execute(delete(RateEvent).where(RateEvent.id.in_(stale)))
+        # Events past the window count for no key (a check skips them); every server's usage
+        # writer purges them, and only here, so no check holding a key's row waits on a purge.
+        purge(s, RateEvent.id, RateEvent.at < now - WINDOW_S)
 
     def report(self, limit: int | None, usage: float) -> dict[str, Any]:
         return {"rate_limit": {"tokens_per_minute": limit}}

@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
-from server.gateway.db import Database, hash_key
+from server.gateway.db import Database, hash_key, purge
 from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits
 from server.gateway.limits import Limits
+from server.gateway.tables import RateEvent
 
 
 def _record(key_id: int) -> dict[str, object]:
@@ -85,3 +86,28 @@ def test_two_usage_writers_sharing_keys_do_not_deadlock(postgres_url: str) -> No
         event.remove(db.engine, "after_cursor_execute", after_a_key_update)
     assert KeyAdmin(db).spend(first.id)["usage"] == pytest.approx(1.0)
     assert KeyAdmin(db).spend(second.id)["usage"] == pytest.approx(1.0)
+
+
+def test_a_purge_never_waits_on_rows_another_purge_holds(postgres_url: str) -> None:
+    """Every server purges the same stale rows (old rate events, expired stored responses). While
+    one purge's transaction is open, another deletes the stale rows it does not hold and returns
+    at once, instead of waiting on (and possibly cycling with) the first."""
+    db = Database(postgres_url)
+    key_id = db.create_key("purge")[0].id
+    with db.session() as s:
+        s.add_all([RateEvent(key_id=key_id, at=float(i), requests=1, tokens=0) for i in range(4)])
+        s.add(RateEvent(key_id=key_id, at=1e12, requests=1, tokens=0))  # far in the future: not stale
+    mine = (RateEvent.key_id == key_id, RateEvent.at < 100)
+    with ThreadPoolExecutor(1) as pool, db.session() as first:  # on a failure, the first rolls back first
+        held = first.scalars(select(RateEvent.id).where(*mine, RateEvent.at < 2).with_for_update()).all()
+        assert len(held) == 2  # two stale rows, held by the open transaction
+        second = pool.submit(lambda: _purge_in_own_transaction(db, *mine))
+        second.result(timeout=5)  # a plain DELETE would wait here until the first commits
+        purge(first, RateEvent.id, *mine)
+    with db.session() as s:
+        assert s.scalars(select(RateEvent.at).where(RateEvent.key_id == key_id)).all() == [1e12]
+
+
+def _purge_in_own_transaction(db: Database, *where: Any) -> None:
+    with db.session() as s:
+        purge(s, RateEvent.id, *where)
