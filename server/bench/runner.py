@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from server.bench.ab_stats import describe_interval, round_ratio_interval
 from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
 from server.bench.record_stats import output_tokens_per_s
 from server.bench.replicas import describe as describe_spread
@@ -194,18 +195,19 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if len(targets) == 2:
         a, b = targets
         by: dict[tuple[str, str], dict[str, Any]] = {(r["target"], r["load"]): r["summary"] for r in results}
-        ab = [
-            {
-                "load": ld,
-                "a": a.label,
-                "b": b.label,
-                "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)]),
-                "round_throughput_ratios": [
-                    rr[b.label] / rr[a.label] if rr.get(a.label) else None for rr in round_rates.get(ld, [])
-                ],
-            }
-            for ld in levels
-        ]
+        ab = []
+        for ld in levels:
+            per_round = [rr[b.label] / rr[a.label] if rr.get(a.label) else None for rr in round_rates.get(ld, [])]
+            ab.append(
+                {
+                    "load": ld,
+                    "a": a.label,
+                    "b": b.label,
+                    "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)]),
+                    "round_throughput_ratios": per_round,
+                    "round_throughput_interval": round_ratio_interval(per_round),
+                }
+            )
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "targets": {t.label: t.url for t in targets},
@@ -241,6 +243,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             f"{entry['load']}: {entry['b']}/{entry['a']}  throughput x{_r(rs['output_tokens_per_s'])}  "
             f"TTFT p50 x{_r(rs['ttft_ms.p50'])}  TTFT p99 x{_r(rs['ttft_ms.p99'])}  TPOT p50 x{_r(rs['tpot_ms.p50'])}"
             f"  throughput by round {' '.join(_r(x) for x in entry['round_throughput_ratios'])}"
+            f" (95 % interval {describe_interval(entry['round_throughput_interval'])})"
         )
     for label, s in spreads.items():
         console_out.print(f"{label} replicas: {describe_spread(s)}")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
 
 import pytest
 
+from server.bench.ab_stats import describe_interval, round_ratio_interval, t_quantile
 from server.bench.load import Dist, Record, Target, Workload, request_body
 from server.bench.record_stats import time_split
 from server.bench.report import SLO, ratios, summarize, write_report
@@ -125,3 +128,20 @@ def test_bad_invocations() -> None:
         _plan("1,2", None, 10, 10, "rate", 64, 30)
     given = _plan("1,4", None, 10, 10, "concurrency", 64, 30).first()
     assert given is not None and given.concurrency == 1 and given.requests == 10  # the levels given, as given
+
+
+@pytest.mark.parametrize(("df", "table"), [(2, 4.303), (3, 3.182), (5, 2.571), (7, 2.365), (15, 2.131), (30, 2.042)])
+def test_t_quantile_matches_the_table(df: int, table: float) -> None:
+    assert t_quantile(0.975, df) == pytest.approx(table, rel=0.01 if df == 2 else 0.002)
+
+
+def test_round_ratio_interval_is_the_runs_resolution() -> None:
+    steady = round_ratio_interval([1.05] * 6)
+    assert steady == pytest.approx((1.05, 1.05))  # every round agrees: no doubt left
+    spread = round_ratio_interval([0.92, 0.98, 1.06, 1.06, 1.07, 1.08, 1.10, 1.18, None])
+    assert spread is not None and spread[0] < 1.0 < spread[1]  # mean 1.05, yet 1.0 is inside
+    low, high = spread
+    mean = math.exp(statistics.fmean(math.log(x) for x in (0.92, 0.98, 1.06, 1.06, 1.07, 1.08, 1.10, 1.18)))
+    assert low * high == pytest.approx(mean**2)  # symmetric around the geometric mean, in logs
+    assert round_ratio_interval([1.2, None, 0.9]) is None  # two rounds cannot show a spread
+    assert describe_interval(None) == "–" and describe_interval((0.9876, 1.1)) == "0.988–1.100"
