@@ -4,6 +4,7 @@ closed and open loop, JSON + HTML + PNG report, and errors counted by kind."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_ab_run_writes_a_report(server: RunningServer, tmp_path: Path) -> None:
     out = tmp_path / "ab"
     r = _bench(
         "--url", server.v1, "--url", server.api_v1, "--label", "v1", "--label", "api",
-        "--concurrency", "1,3", "--requests", "6", "--rounds", "2",
+        "--concurrency", "1,3", "--requests", "6", "--rounds", "3",
         "--prompt-tokens", "uniform:20:60", "--output-tokens", "12", "--fixed-output",
         "--reasoning", "off", "--slo-ttft-ms", "60000", "--out", str(out), "--warmup", "1",
     )  # fmt: skip
@@ -37,7 +38,10 @@ def test_ab_run_writes_a_report(server: RunningServer, tmp_path: Path) -> None:
         assert split["first_token"] + split["decode"] + split["after_last_token"] == pytest.approx(s["e2e_ms"]["mean"])
     assert [a["load"] for a in data["ab"]] == ["c=1", "c=3"] and data["ab"][0]["ratios"]["output_tokens_per_s"] > 0
     for a in data["ab"]:  # one throughput ratio per round, each from that round's own requests
-        assert len(a["round_throughput_ratios"]) == 2 and all(x > 0 for x in a["round_throughput_ratios"])
+        rounds = a["round_throughput_ratios"]
+        assert len(rounds) == 3 and all(x > 0 for x in rounds)
+        low, high = a["round_throughput_interval"]  # around the rounds' geometric mean
+        assert low <= math.prod(rounds) ** (1 / 3) <= high
     assert "A/B ratios" in (out / "report.html").read_text() and (out / "levels.png").stat().st_size > 1000
     assert "c=3: api/v1  throughput x" in r.stdout  # the ratio line: b / a per level
 
