@@ -248,7 +248,7 @@ class BatchStore:
                     update(BatchItem).where(BatchItem.batch_id == row.id, BatchItem.state == "pending").values(state="expired")
                 )
                 if row.status != "expiring" and not _move(s, row, "expiring"):
-                    return None  # cancelled meanwhile: the next settle sees it as it is
+                    return None  # cancelled, or moved by another server, since it was read
             open_items = s.scalar(
                 select(func.count()).where(BatchItem.batch_id == row.id, BatchItem.state.in_(("pending", "running")))
             )

@@ -25,7 +25,8 @@ def round_ratio_interval(ratios: list[float | None], confidence: float = 0.95) -
 def t_quantile(p: float, df: int) -> float:
     """Student's t quantile from the normal one by the Cornish-Fisher expansion (Abramowitz and
     Stegun 26.7.5): at the 97.5 % point within 1 % of the exact value at 2 degrees of freedom
-    (three rounds), 0.2 % at 3 and 0.1 % from 4 up. Hand-written because scipy, a large dependency, would be here for this one number."""
+    (three rounds), 0.2 % at 3 and 0.1 % from 4 up. Hand-written because scipy, a large
+    dependency, would be here for this one number."""
     z = statistics.NormalDist().inv_cdf(p)
     g1 = (z**3 + z) / 4
     g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
