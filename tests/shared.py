@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 # A JSON schema a random-weight model can always finish (an enum and a bounded integer).
 CITY: dict[str, Any] = {
@@ -38,3 +43,20 @@ def finite(obj: object) -> bool:
     if isinstance(obj, list):
         return all(finite(v) for v in obj)
     return True
+
+
+@contextlib.contextmanager
+def after_statement(engine: Engine, needle: str, then: Callable[[], None]) -> Iterator[None]:
+    """Call ``then`` in whichever thread has just run a statement containing ``needle``, inside
+    that statement's transaction: how a test holds one side of a database race at the point it is
+    about."""
+
+    def hook(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if needle in statement:
+            then()
+
+    event.listen(engine, "after_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        event.remove(engine, "after_cursor_execute", hook)

@@ -4,22 +4,20 @@ cancel, a restart mid-batch (every custom_id answered exactly once), the batch p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 from openrouter.components.batchlistresponse import BatchListResponse
 from openrouter.components.batchobject import BatchObject
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 
 from server.app import create_app
 from server.batches.runner import next_pause
@@ -30,6 +28,7 @@ from server.gateway.key_admin import KeyAdmin
 from server.gateway.tables import BatchRow
 from server.hermes.prompt import PromptRenderer
 from server.settings import load_settings
+from tests.shared import after_statement
 
 MODEL = "nousresearch/hermes-4-70b"
 
@@ -275,22 +274,6 @@ def _pg_batch(store: BatchStore, n: int) -> BatchRow:
     )
 
 
-@contextlib.contextmanager
-def _after_statement(store: BatchStore, needle: str, then: Callable[[], None]) -> Iterator[None]:
-    """Call ``then`` in whichever thread has just run a statement containing ``needle``, inside
-    that statement's transaction: how a test holds one side of a race at the point it is about."""
-
-    def hook(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if needle in statement:
-            then()
-
-    event.listen(store.db.engine, "after_cursor_execute", hook)
-    try:
-        yield
-    finally:
-        event.remove(store.db.engine, "after_cursor_execute", hook)
-
-
 def test_a_cancel_while_a_runner_claims_does_not_deadlock(pg_store: BatchStore) -> None:
     """A cancel that arrives while a runner's claim holds some of the batch's requests waits for
     the claim and then stops the rest. It must not lock the batch's row first: the claim holds
@@ -304,7 +287,7 @@ def test_a_cancel_while_a_runner_claims_does_not_deadlock(pg_store: BatchStore) 
         cancel_started.wait(10)
         time.sleep(1.0)  # time for the cancel to take what locks it can and wait on the rest
 
-    with ThreadPoolExecutor(2) as pool, _after_statement(pg_store, "SKIP LOCKED", hold_the_claim):
+    with ThreadPoolExecutor(2) as pool, after_statement(pg_store.db.engine, "SKIP LOCKED", hold_the_claim):
         claiming = pool.submit(pg_store.claim, 4, 30.0)
         assert locked.wait(10)
         cancelling = pool.submit(pg_store.cancel, batch.id, None)
@@ -323,7 +306,7 @@ def test_two_runners_settling_one_batch_end_it_once(pg_store: BatchStore) -> Non
         assert pg_store.finish(c, 200, {"id": c.custom_id}, None)
     both_looked = threading.Barrier(2, timeout=10)
     # Both have read the batch and counted no open requests; neither has written yet.
-    with ThreadPoolExecutor(2) as pool, _after_statement(pg_store, "SELECT count(*)", both_looked.wait):
+    with ThreadPoolExecutor(2) as pool, after_statement(pg_store.db.engine, "SELECT count(*)", both_looked.wait):
         ended = [row for rows in pool.map(lambda _: pg_store.settle(), range(2)) for row in rows]
     assert [row.status for row in ended] == ["completed"]
     outputs = [f for f in pg_store.files(None, "batch_output") if f.filename == f"{batch.id}_output.jsonl"]

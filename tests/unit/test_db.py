@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from server.gateway.db import Database, hash_key, purge
 from server.gateway.key_admin import KeyAdmin
 from server.gateway.key_limits import KeyLimits
 from server.gateway.limits import Limits
 from server.gateway.tables import RateEvent
+from tests.shared import after_statement
 
 
 def _record(key_id: int) -> dict[str, object]:
@@ -72,18 +73,13 @@ def test_two_usage_writers_sharing_keys_do_not_deadlock(postgres_url: str) -> No
 
     one_key_each = threading.Barrier(2, timeout=2)
 
-    def after_a_key_update(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("UPDATE api_keys"):
-            with contextlib.suppress(threading.BrokenBarrierError):  # the other waits on this row
-                one_key_each.wait()
+    def after_a_key_update() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other waits on this row
+            one_key_each.wait()
 
-    event.listen(db.engine, "after_cursor_execute", after_a_key_update)
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            batches = [[usage(first.id, 0), usage(second.id, 0)], [usage(second.id, 1), usage(first.id, 1)]]
-            list(pool.map(limits.record, batches))  # a deadlock raises here
-    finally:
-        event.remove(db.engine, "after_cursor_execute", after_a_key_update)
+    with ThreadPoolExecutor(2) as pool, after_statement(db.engine, "UPDATE api_keys", after_a_key_update):
+        batches = [[usage(first.id, 0), usage(second.id, 0)], [usage(second.id, 1), usage(first.id, 1)]]
+        list(pool.map(limits.record, batches))  # a deadlock raises here
     assert KeyAdmin(db).spend(first.id)["usage"] == pytest.approx(1.0)
     assert KeyAdmin(db).spend(second.id)["usage"] == pytest.approx(1.0)
 
