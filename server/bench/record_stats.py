@@ -39,11 +39,12 @@ def time_split(records: list[Record]) -> dict[str, float | None]:
     if not timed:
         return dict.fromkeys(("first_token", "decode", "per_token", "after_last_token"))
     n = len(timed)
+    first, decode, tokens, whole = (sum(column) for column in zip(*timed, strict=True))
     return {
-        "first_token": 1000 * sum(first for first, _, _, _ in timed) / n,
-        "decode": 1000 * sum(decode for _, decode, _, _ in timed) / n,
-        "per_token": 1000 * sum(decode for _, decode, _, _ in timed) / sum(tokens for _, _, tokens, _ in timed),
-        "after_last_token": 1000 * sum(e2e - first - decode for first, decode, _, e2e in timed) / n,
+        "first_token": 1000 * first / n,
+        "decode": 1000 * decode / n,
+        "per_token": 1000 * decode / tokens,
+        "after_last_token": 1000 * (whole - first - decode) / n,
     }
 
 

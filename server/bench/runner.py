@@ -197,15 +197,15 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         by: dict[tuple[str, str], dict[str, Any]] = {(r["target"], r["load"]): r["summary"] for r in results}
         ab = []
         for ld in levels:
-            per_round = [rr[b.label] / rr[a.label] if rr.get(a.label) else None for rr in round_rates.get(ld, [])]
+            round_ratios = [rr[b.label] / rr[a.label] if rr.get(a.label) else None for rr in round_rates.get(ld, [])]
             ab.append(
                 {
                     "load": ld,
                     "a": a.label,
                     "b": b.label,
                     "ratios": ratios(by[(b.label, ld)], by[(a.label, ld)]),
-                    "round_throughput_ratios": per_round,
-                    "round_throughput_interval": round_ratio_interval(per_round),
+                    "round_throughput_ratios": round_ratios,
+                    "round_throughput_interval": round_ratio_interval(round_ratios),
                 }
             )
     meta = {
