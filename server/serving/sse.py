@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from server.jsonio import dumps
 
@@ -54,6 +54,33 @@ class SSEResponse(StreamingResponse):
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self.keepalive, self.interval, self.keepalive_first = keepalive, interval, keepalive_first
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream in this task and watch for the client's disconnect in a side task. Starlette
+        (under uvicorn's ASGI 2.3) does it the other way round: the stream starts in a new task,
+        a turn of the event loop later, and in a burst of requests a turn is tens of
+        milliseconds during which the engine has not yet been sent the request."""
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            streaming.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            # The client left (what Starlette's cancelled task group swallows too); any other
+            # cancellation is passed on.
+            if not gone or streaming.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
 
     async def stream_response(self, send: Send) -> None:
         loop = asyncio.get_running_loop()

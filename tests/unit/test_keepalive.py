@@ -65,3 +65,64 @@ async def test_a_client_gone_closes_the_source() -> None:
     assert task.cancelled() or task.exception() is not None
     await response.body_iterator.aclose()  # type: ignore[attr-defined]
     assert log[-1] == "closed" and "made 2" not in log  # nothing was pulled past what was written
+
+
+_SCOPE = {"type": "http", "asgi": {"spec_version": "2.3"}}  # uvicorn's: no in-band disconnect on send
+
+
+async def test_the_stream_runs_in_the_requests_own_task() -> None:
+    """No turn of the event loop between the response being called and the source's first read
+    (Starlette's StreamingResponse starts the stream in a new task)."""
+    seen: list[asyncio.Task[Any] | None] = []
+
+    async def frames():
+        seen.append(asyncio.current_task())
+        yield b"0"
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def respond() -> None:
+        await SSEResponse(frames(), {}, TICK, 1.0)(_SCOPE, receive, send)
+
+    task = asyncio.create_task(respond())
+    await task
+    assert seen == [task]
+
+
+async def test_a_disconnect_ends_the_stream_and_the_response_quietly() -> None:
+    log: list[str] = []
+    gone = asyncio.Event()
+    written: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        written.append(message.get("body", b""))
+        if message.get("body") == b"1":
+            gone.set()
+
+    await asyncio.wait_for(SSEResponse(_frames([0.01] * 50, log), {}, TICK, 1.0)(_SCOPE, receive, send), 5)
+    assert log[-1] == "closed" and "made 5" not in log  # stopped within a frame or two, source closed
+    assert b"" not in written[1:]  # no end of body written for a client that left
+
+
+async def test_a_cancellation_from_elsewhere_is_passed_on() -> None:
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    task = asyncio.create_task(SSEResponse(_frames([0.05] * 50, []), {}, TICK, 1.0)(_SCOPE, receive, send))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
