@@ -3,6 +3,7 @@ machine, through hermes-server and through vLLM's own OpenAI server with the sam
 settings, driven by the same streaming chat load in one run (levels interleaved A B / B A).
 
     .venv/bin/python scripts/bench_overhead.py [--levels 1,8,32,64] [--requests 128] [--out benchmarks/overhead]
+        [--one-engine [--hermes-client 0|1]]
 
 Prints throughput and TTFT ratios (ours / vLLM's) per level, with each round's throughput ratio
 (rounds alternate the servers, so their spread shows the machine's drift) and a 95 % interval
@@ -18,6 +19,13 @@ It also prints the CPU time each server's API process (and its engine) used over
 per request: the layer's own cost, read from the processes' counters rather than from latencies,
 so it is steadier than the ratios on a machine where both servers, both engines and the load
 generator share the cores.
+
+With ``--one-engine`` the two servers are two front ends of one engine (``scripts/one_engine.py``)
+and each round loads both at once: every token of either comes out of the same forward pass, so
+the engine's speed, which drifts by ±15 % between rounds on a small shared machine and decides the
+separate-engine ratios, cancels out, and what differs is the layers alone. Both servers' requests
+then also race for the same prefill steps: a front end that hands its requests to the engine later
+waits whole steps longer for its first token.
 """
 
 from __future__ import annotations
@@ -95,6 +103,26 @@ def server_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_by_part(servers: dict[str, subprocess.Popen[bytes]], hermes_client: int) -> dict[str, float]:
+    """CPU seconds so far of each server's API process and engine ("hermes api", "vllm engine" …),
+    or with one engine (``scripts/one_engine.py``) of each front end and of the engine they share
+    ("engine"): the front ends are the engine's clients ``VLLM::APIServer_<index>``."""
+    if "one engine" not in servers:
+        return {f"{name} {part}": v for name, p in servers.items() for part, v in server_cpu_seconds(p.pid).items()}
+    out = {"hermes api": 0.0, "vllm api": 0.0, "engine": 0.0}
+    for proc in psutil.Process(servers["one engine"].pid).children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+            if title.startswith("VLLM::APIServer_"):
+                part = "hermes api" if title == f"VLLM::APIServer_{hermes_client}" else "vllm api"
+            else:
+                part = "engine"
+            out[part] += cpu_seconds(proc.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
 def vllm_command(s: Settings, port: int) -> list[str]:
     """vLLM's own OpenAI server with the engine settings the profile gives ours."""
     e = s.engine
@@ -137,19 +165,32 @@ def main() -> None:
     ap.add_argument("--output-tokens", default="64")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "overhead")
+    ap.add_argument("--one-engine", action="store_true", help="both servers as front ends of one engine, loaded at once")
+    ap.add_argument("--hermes-client", type=int, choices=(0, 1), default=1, help="--one-engine: which engine client is ours")
     args = ap.parse_args()
 
     s = load_settings(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="hermes-overhead-"))
     ours_port, vllm_port = free_port(), free_port()
     env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
-    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
-    ours = start_hermes(ours_port, ours_log, env, args.config)
-    vllm_cmd = vllm_command(s, vllm_port)
-    vllm = subprocess.Popen(vllm_cmd, cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
+    if args.one_engine:
+        log = tmp / "one-engine.log"
+        cmd = [sys.executable, str(ROOT / "scripts" / "one_engine.py"), "--config", args.config]
+        cmd += ["--hermes-port", str(ours_port), "--vllm-port", str(vllm_port), "--hermes-client", str(args.hermes_client)]
+        servers = {"one engine": subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)}
+        logs = {"hermes": log, "vllm": log}
+    else:
+        logs = {"hermes": tmp / "hermes.log", "vllm": tmp / "vllm.log"}
+        servers = {
+            "hermes": start_hermes(ours_port, logs["hermes"], env, args.config),
+            "vllm": subprocess.Popen(
+                vllm_command(s, vllm_port), cwd=ROOT, env=env, stdout=logs["vllm"].open("wb"), stderr=subprocess.STDOUT
+            ),
+        }
     try:
-        wait_ready(f"http://127.0.0.1:{ours_port}/ready", ours, ours_log)
-        wait_ready(f"http://127.0.0.1:{vllm_port}/health", vllm, vllm_log)
+        first = next(iter(servers.values()))
+        wait_ready(f"http://127.0.0.1:{ours_port}/ready", servers.get("hermes", first), logs["hermes"])
+        wait_ready(f"http://127.0.0.1:{vllm_port}/health", servers.get("vllm", first), logs["vllm"])
         workload = make_workload(
             args.prompt_tokens,
             args.output_tokens,
@@ -168,16 +209,17 @@ def main() -> None:
             requests=args.requests,
             duration=1800,
             rounds=args.rounds,
+            together=args.one_engine,
             warmup=4,
             out=args.out,
         )
-        before = {"hermes": server_cpu_seconds(ours.pid), "vllm": server_cpu_seconds(vllm.pid)}
+        before = cpu_by_part(servers, args.hermes_client)
         result = run_bench(opts)
-        used = {name: server_cpu_seconds(p.pid) for name, p in (("hermes", ours), ("vllm", vllm))}
+        used = cpu_by_part(servers, args.hermes_client)
     finally:
-        for p in (ours, vllm):
+        for p in servers.values():
             p.send_signal(signal.SIGTERM)
-        for p in (ours, vllm):
+        for p in servers.values():
             try:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -221,10 +263,12 @@ def main() -> None:
     print("| server | requests | API process CPU s | API ms / request | engine CPU s |")
     print("|---|---|---|---|---|")
     for name in ("vllm", "hermes"):
-        api = used[name]["api"] - before[name]["api"]
-        engine = used[name]["engine"] - before[name]["engine"]
+        api = used[f"{name} api"] - before[f"{name} api"]
         per = 1000 * api / served[name] if served[name] else float("nan")
-        print(f"| {name} | {served[name]} | {api:.2f} | {per:.2f} | {engine:.2f} |")
+        engine = f"{used[f'{name} engine'] - before[f'{name} engine']:.2f}" if f"{name} engine" in used else "shared"
+        print(f"| {name} | {served[name]} | {api:.2f} | {per:.2f} | {engine} |")
+    if "engine" in used:
+        print(f"| (the one engine) | {sum(served.values())} | – | – | {used['engine'] - before['engine']:.2f} |")
     print()
     print("targets met at every level" if not missed else f"targets missed at: {', '.join(missed)}")
     if unresolved:  # the figure's side of 1.0 is the run's luck there, not the servers' difference

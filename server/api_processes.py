@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -49,13 +50,28 @@ def serve_api_processes(settings: Settings) -> int:
     """Launch the engine core and ``settings.api_processes`` API processes; wait until they stop.
     Returns the exit status."""
     from vllm.entrypoints.launchers.launcher import create_server_socket
+
+    sock = create_server_socket((settings.host, settings.port), reuse_port=False)
+    args = ApiProcessArgs(settings, SharedSlots())
+    return serve_front_ends(
+        settings, settings.api_processes, sock, f"http://{settings.host}:{settings.port}", run_api_process, args
+    )
+
+
+def serve_front_ends(
+    settings: Settings, n: int, sock: socket.socket, listen_address: str, target: Callable[..., None], args: Any
+) -> int:
+    """Launch the engine core of ``settings`` with ``n`` front-end processes attached to it: each
+    runs ``target(listen_address, sock, args, engine_core)`` (``engine_core``: the addresses and
+    ``client_index`` of that process's engine client). Waits until they stop; the exit status.
+
+    ``scripts/bench_overhead.py --one-engine`` attaches vLLM's own API server as one of them."""
     from vllm.v1.engine.utils import bind_engine_zmq_listeners, launch_core_engines
     from vllm.v1.executor import Executor
     from vllm.v1.utils import APIServerProcessManager, wait_for_completion_or_failure
 
     from server.engine.vllm_engine import engine_args, server_usage_context
 
-    n = settings.api_processes
     if settings.engine.cpu_omp_threads_bind:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.engine.cpu_omp_threads_bind
     # Before any API process starts: they inherit it and write their series there (a fresh
@@ -75,26 +91,25 @@ def serve_api_processes(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     Database(settings.database_url)  # make (or bring up to date) the tables once, not N processes at once
-    sock = create_server_socket((settings.host, settings.port), reuse_port=False)
-    args = engine_args(settings)
-    args._api_process_count, args._api_process_rank = n, -1
-    config = args.create_engine_config(usage_context=server_usage_context())
+    engine = engine_args(settings)
+    engine._api_process_count, engine._api_process_rank = n, -1
+    config = engine.create_engine_config(usage_context=server_usage_context())
     listeners = bind_engine_zmq_listeners(config, n)
     manager: Any = None
     engines: Any = None
     coordinator: Any = None
     try:
-        with launch_core_engines(config, Executor.get_class(config), not args.disable_log_stats, listeners.addresses) as launch:
+        with launch_core_engines(config, Executor.get_class(config), not engine.disable_log_stats, listeners.addresses) as launch:
             engines, coordinator = launch.engine_manager, launch.coordinator
             stats = coordinator.get_stats_publish_address() if coordinator else None
             manager = APIServerProcessManager(
-                listen_address=f"http://{settings.host}:{settings.port}",
+                listen_address=listen_address,
                 sock=sock,
-                args=ApiProcessArgs(settings, SharedSlots()),  # type: ignore[arg-type]  # passed through to the target
+                args=args,
                 num_servers=n,
                 input_listeners=listeners.inputs,
                 output_listeners=listeners.outputs,
-                target_server_fn=run_api_process,
+                target_server_fn=target,
                 stats_update_address=stats,
                 tensor_queue=launch.tensor_queue,
             )
@@ -103,7 +118,7 @@ def serve_api_processes(settings: Settings) -> int:
             # process's copy, the port stops taking connections when they stop (refused, as
             # with one server), instead of queueing them for no one.
             sock.close()
-        log.info("%d API processes serving on %s:%d", n, settings.host, settings.port)
+        log.info("%d API processes serving on %s", n, listen_address)
         wait_for_completion_or_failure(api_server_manager=manager, engine_manager=engines, coordinator=coordinator)
     except SystemExit:
         pass

@@ -21,6 +21,9 @@ def bench(
     requests: Annotated[int, typer.Option(help="requests per level and URL")] = 64,
     duration: Annotated[float, typer.Option(help="cap per level and URL, seconds")] = 300.0,
     rounds: Annotated[int, typer.Option(help="A/B: alternate the URLs this many times per level (ABBA…)")] = 2,
+    together: Annotated[
+        bool, typer.Option(help="A/B: load both URLs at once in each round (two front ends of one engine)")
+    ] = False,
     workload_name: Annotated[
         str,
         typer.Option(
@@ -88,6 +91,7 @@ def bench(
             requests=requests,
             duration=duration,
             rounds=rounds,
+            together=together,
             goodput=SLO(slo_ttft_ms, slo_tpot_ms, slo_e2e_ms),
             p90=Slo(slo_ttft_p90, slo_itl_p90, slo_e2e_p90, max_error_rate),
             warmup=warmup,

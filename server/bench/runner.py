@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from server.bench.ab_stats import describe_interval, round_ratio_interval
-from server.bench.load import Dist, Load, Record, Target, Workload, one_request, run_phase
+from server.bench.load import Dist, Load, Record, Spec, Target, Workload, one_request, run_phase
 from server.bench.record_stats import output_tokens_per_s
 from server.bench.replicas import describe as describe_spread
 from server.bench.replicas import read_counters
@@ -116,6 +116,9 @@ class BenchOptions:
     requests: int = 64  # per level and target
     duration: float = 300.0  # cap per level and target, seconds
     rounds: int = 2  # A/B: alternations per level
+    # A/B: load both targets at once in each round, not one after the other: for two front ends
+    # of one engine, whose speed then falls on both alike (scripts/bench_overhead.py --one-engine).
+    together: bool = False
     goodput: SLO = field(default_factory=SLO)  # per-request SLO for goodput
     p90: Slo = field(default_factory=Slo)  # search/sweep: p90 bounds per level
     warmup: int = 2
@@ -163,6 +166,16 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:
+
+            async def phase(t: Target, load: Load, r: int, chunk: list[Spec], walls: dict[str, float]) -> None:
+                """Round ``r`` of ``load`` against ``t``: its records, wall time and throughput kept."""
+                task = progress.add_task(f"{t.label} {load.name} round {r + 1}/{rounds}", total=len(chunk))
+                sub = Load(load.concurrency, load.rate, len(chunk), load.duration / rounds)
+                recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
+                records.setdefault((t.label, load.name), []).extend(recs)
+                walls[t.label] = walls.get(t.label, 0.0) + wall
+                round_rates[load.name][r][t.label] = output_tokens_per_s(recs, wall)
+
             load, li = plan.first(), 0
             while load is not None:
                 # Every target gets the same prompts at a level; rounds split them by conversation
@@ -170,17 +183,14 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                 specs = make_specs(workload, load.requests, salt=li)
                 per_round = [[s for s in specs if s.chain % rounds == r] for r in range(rounds)]
                 walls: dict[str, float] = {}
-                rates: list[dict[str, float]] = [{} for _ in per_round]
-                round_rates[load.name] = rates
+                round_rates[load.name] = [{} for _ in per_round]
                 for r, chunk in enumerate(per_round):
                     order = targets if r % 2 == 0 else list(reversed(targets))
+                    if opts.together:  # the order still alternates: which target's users start first
+                        await asyncio.gather(*(phase(t, load, r, chunk, walls) for t in order))
+                        continue
                     for t in order:
-                        task = progress.add_task(f"{t.label} {load.name} round {r + 1}/{rounds}", total=len(chunk))
-                        sub = Load(load.concurrency, load.rate, len(chunk), load.duration / rounds)
-                        recs, wall = await run_phase(t, sub, workload, chunk, functools.partial(_advance, progress, task))
-                        records.setdefault((t.label, load.name), []).extend(recs)
-                        walls[t.label] = walls.get(t.label, 0.0) + wall
-                        rates[r][t.label] = output_tokens_per_s(recs, wall)
+                        await phase(t, load, r, chunk, walls)
                 level = [
                     _result(t, load, records.get((t.label, load.name), []), walls[t.label], opts.goodput, sweep_slo)
                     for t in targets
@@ -216,6 +226,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "sweep": sweep,
         "requests_per_level": opts.requests,
         "rounds": rounds,
+        "together": opts.together and len(targets) == 2,
         "workload": describe(workload.mix),
         "prompt_tokens": str(workload.prompt_tokens),
         "output_tokens": str(workload.output_tokens),

@@ -353,3 +353,40 @@ async def test_an_open_loop_offers_exactly_its_rate_and_completions_show_falling
     behind = [Record("t", "x", True, None, 0.05 * i, 0.01, 0.05) for i in range(40)]
     assert completion_rate(behind) == pytest.approx(20.0)
     assert completion_rate(behind[:2]) is None
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_ab_rounds_run_the_targets_one_after_the_other_or_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, together: bool
+) -> None:
+    from server.bench import runner as runner_module
+    from server.bench.runner import BenchOptions, run_bench
+
+    spans: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+
+    async def fake_request(client, target, name, workload, spec) -> Record:  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        await asyncio.sleep(0.02)
+        if name != "warmup":
+            spans[target.label].append((start, time.monotonic()))
+        return Record(target.label, name, True, None, time.time(), 0.01, 0.02, completion_tokens=4, tag=spec.tag)
+
+    monkeypatch.setattr(load_module, "one_request", fake_request)
+    monkeypatch.setattr(runner_module, "one_request", fake_request)
+    closed = "http://127.0.0.1:9/v1"  # nothing listens: the replica counters read as none
+    opts = BenchOptions(
+        targets=[Target("a", closed), Target("b", closed)],
+        workload=Workload(),
+        concurrency="2",
+        requests=8,
+        rounds=2,
+        together=together,
+        warmup=1,
+        out=tmp_path,
+    )
+    result = run_bench(opts)
+    assert len(spans["a"]) == len(spans["b"]) == 8
+    overlapping = sum(1 for a0, a1 in spans["a"] for b0, b1 in spans["b"] if a0 < b1 and b0 < a1)
+    assert (overlapping > 0) is together  # at once: a's and b's requests in flight together
+    (entry,) = result["ab"]
+    assert len(entry["round_throughput_ratios"]) == 2 and result["meta"]["together"] is together
