@@ -5,7 +5,7 @@ settings, driven by the same streaming chat load in one run (levels interleaved 
     .venv/bin/python scripts/bench_overhead.py [--levels 1,8,32,64] [--requests 128] [--out benchmarks/overhead]
         [--one-engine [--hermes-client 0|1]]
 
-Prints throughput and TTFT ratios (ours / vLLM's) per level, with each round's throughput ratio
+Prints throughput, TTFT and E2E ratios (ours / vLLM's) per level, with each round's throughput ratio
 (rounds alternate the servers, so their spread shows the machine's drift) and a 95 % interval
 from them, and a Markdown table for benchmarks/RESULTS.md. Targets: throughput ratio >= 1.0 and
 p50 TTFT ratio <= 1.0 at every level; where the interval holds 1.0 it says the run cannot tell
@@ -112,7 +112,7 @@ def cpu_by_part(servers: dict[str, subprocess.Popen[bytes]], hermes_client: int)
     out = {"hermes api": 0.0, "vllm api": 0.0, "engine": 0.0}
     for proc in psutil.Process(servers["one engine"].pid).children(recursive=True):
         try:
-            title = " ".join(proc.cmdline())
+            title = (proc.cmdline() or [""])[0]  # setproctitle's title, then empty arguments
             if title.startswith("VLLM::APIServer_"):
                 part = "hermes api" if title == f"VLLM::APIServer_{hermes_client}" else "vllm api"
             else:
@@ -229,9 +229,9 @@ def main() -> None:
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; profile {args.config}")
     print(
-        "| load | vLLM out tok/s | hermes out tok/s | throughput ratio | by round | rounds' 95 % interval | vLLM TTFT p50 ms | hermes TTFT p50 ms | TTFT p50 ratio | TTFT p99 ratio | errors (vLLM / hermes) |"
+        "| load | vLLM out tok/s | hermes out tok/s | throughput ratio | by round | rounds' 95 % interval | vLLM TTFT p50 ms | hermes TTFT p50 ms | TTFT p50 ratio | TTFT p99 ratio | E2E p50 ratio | errors (vLLM / hermes) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     missed, unresolved = [], []
     for entry in result["ab"]:
         ld, r, interval = entry["load"], entry["ratios"], entry["round_throughput_interval"]
@@ -240,7 +240,7 @@ def main() -> None:
         print(
             f"| {ld} | {v['output_tokens_per_s']:.1f} | {h['output_tokens_per_s']:.1f} | {thr:.3f} | {by_round(entry)} | "
             f"{describe_interval(interval)} | "
-            f"{v['ttft_ms']['p50']:.1f} | {h['ttft_ms']['p50']:.1f} | {ttft:.3f} | {r['ttft_ms.p99']:.3f} | "
+            f"{v['ttft_ms']['p50']:.1f} | {h['ttft_ms']['p50']:.1f} | {ttft:.3f} | {r['ttft_ms.p99']:.3f} | {r['e2e_ms.p50']:.3f} | "
             f"{sum(v['errors'].values())} / {sum(h['errors'].values())} |"
         )
         if thr is None or thr < 1.0 or ttft is None or ttft > 1.0:
