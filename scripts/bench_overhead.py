@@ -156,6 +156,27 @@ def vllm_command(s: Settings, port: int) -> list[str]:
     return cmd
 
 
+Readiness = list[tuple[str, subprocess.Popen[bytes], Path]]
+
+
+def start_servers(
+    args: argparse.Namespace, s: Settings, ours_port: int, vllm_port: int, env: dict[str, str], tmp: Path
+) -> tuple[dict[str, subprocess.Popen[bytes]], Readiness]:
+    """Both servers, or with ``--one-engine`` the one process that runs both front ends; and what
+    to wait for: each server's readiness URL, the process that serves it and its log."""
+    ready, health = f"http://127.0.0.1:{ours_port}/ready", f"http://127.0.0.1:{vllm_port}/health"
+    if args.one_engine:
+        log = tmp / "one-engine.log"
+        cmd = [sys.executable, str(ROOT / "scripts" / "one_engine.py"), "--config", args.config]
+        cmd += ["--hermes-port", str(ours_port), "--vllm-port", str(vllm_port), "--hermes-client", str(args.hermes_client)]
+        both = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        return {"one engine": both}, [(ready, both, log), (health, both, log)]
+    ours_log, vllm_log = tmp / "hermes.log", tmp / "vllm.log"
+    ours = start_hermes(ours_port, ours_log, env, args.config)
+    vllm = subprocess.Popen(vllm_command(s, vllm_port), cwd=ROOT, env=env, stdout=vllm_log.open("wb"), stderr=subprocess.STDOUT)
+    return {"hermes": ours, "vllm": vllm}, [(ready, ours, ours_log), (health, vllm, vllm_log)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
@@ -173,24 +194,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hermes-overhead-"))
     ours_port, vllm_port = free_port(), free_port()
     env = {**os.environ, "HERMES_DATABASE_URL": f"sqlite:///{tmp / 'usage.db'}"}
-    if args.one_engine:
-        log = tmp / "one-engine.log"
-        cmd = [sys.executable, str(ROOT / "scripts" / "one_engine.py"), "--config", args.config]
-        cmd += ["--hermes-port", str(ours_port), "--vllm-port", str(vllm_port), "--hermes-client", str(args.hermes_client)]
-        servers = {"one engine": subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)}
-        logs = {"hermes": log, "vllm": log}
-    else:
-        logs = {"hermes": tmp / "hermes.log", "vllm": tmp / "vllm.log"}
-        servers = {
-            "hermes": start_hermes(ours_port, logs["hermes"], env, args.config),
-            "vllm": subprocess.Popen(
-                vllm_command(s, vllm_port), cwd=ROOT, env=env, stdout=logs["vllm"].open("wb"), stderr=subprocess.STDOUT
-            ),
-        }
+    servers, readiness = start_servers(args, s, ours_port, vllm_port, env, tmp)
     try:
-        first = next(iter(servers.values()))
-        wait_ready(f"http://127.0.0.1:{ours_port}/ready", servers.get("hermes", first), logs["hermes"])
-        wait_ready(f"http://127.0.0.1:{vllm_port}/health", servers.get("vllm", first), logs["vllm"])
+        for url, proc, log in readiness:
+            wait_ready(url, proc, log)
         workload = make_workload(
             args.prompt_tokens,
             args.output_tokens,

@@ -7,8 +7,8 @@ For ``scripts/bench_overhead.py --one-engine``: with both front ends loaded at o
 of either comes out of the same forward pass, so the engine's speed (which drifts by ±15 % from
 one half-minute to the next on a shared 2-core machine) falls on both alike and a throughput or
 TTFT ratio between them is the layers' alone. It is the arrangement of ``api_processes: 2`` (and
-of ``vllm serve --api-server-count 2``), with vLLM's API server process as client 0 of the engine
-and ours as client 1. Stops on SIGTERM/SIGINT.
+of ``vllm serve --api-server-count 2``), with vLLM's API server process as one of the engine's two
+clients and ours as the other (client 1 unless ``--hermes-client 0``). Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
         type=int,
         choices=(0, 1),
         default=1,
-        help="which of the engine's two clients is hermes-server (the engine core reads and answers them in turn)",
+        help="which of the engine's two clients is hermes-server (run with each to check the order does not decide a result)",
     )
     args = ap.parse_args()
 

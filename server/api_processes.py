@@ -91,15 +91,17 @@ def serve_front_ends(
     signal.signal(signal.SIGINT, on_signal)
 
     Database(settings.database_url)  # make (or bring up to date) the tables once, not N processes at once
-    engine = engine_args(settings)
-    engine._api_process_count, engine._api_process_rank = n, -1
-    config = engine.create_engine_config(usage_context=server_usage_context())
+    vllm_args = engine_args(settings)
+    vllm_args._api_process_count, vllm_args._api_process_rank = n, -1
+    config = vllm_args.create_engine_config(usage_context=server_usage_context())
     listeners = bind_engine_zmq_listeners(config, n)
     manager: Any = None
     engines: Any = None
     coordinator: Any = None
     try:
-        with launch_core_engines(config, Executor.get_class(config), not engine.disable_log_stats, listeners.addresses) as launch:
+        with launch_core_engines(
+            config, Executor.get_class(config), not vllm_args.disable_log_stats, listeners.addresses
+        ) as launch:
             engines, coordinator = launch.engine_manager, launch.coordinator
             stats = coordinator.get_stats_publish_address() if coordinator else None
             manager = APIServerProcessManager(
