@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +91,27 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def cpu_seconds_by_part(
+    procs: list[psutil.Process], parts: tuple[str, ...], part_of: Callable[[psutil.Process], str]
+) -> dict[str, float]:
+    """CPU seconds so far of ``procs``, summed by ``part_of`` each (one of ``parts``); a process
+    that ended in between is left out."""
+    out = dict.fromkeys(parts, 0.0)
+    for proc in procs:
+        try:
+            out[part_of(proc)] += cpu_seconds(proc.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
 def server_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds the server started as ``pid`` has used so far: its API process(es) and its
     engine (vLLM's own processes, named ``VLLM::…``)."""
     root = psutil.Process(pid)
-    out = {"api": 0.0, "engine": 0.0}
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            out["engine" if proc.name().startswith("VLLM::") else "api"] += cpu_seconds(proc.pid)
-        except psutil.Error:  # ended in between
-            continue
-    return out
+    return cpu_seconds_by_part(
+        [root, *root.children(recursive=True)], ("api", "engine"), lambda p: "engine" if p.name().startswith("VLLM::") else "api"
+    )
 
 
 def cpu_by_part(servers: dict[str, subprocess.Popen[bytes]], hermes_client: int) -> dict[str, float]:
@@ -109,18 +120,15 @@ def cpu_by_part(servers: dict[str, subprocess.Popen[bytes]], hermes_client: int)
     ("engine"): the front ends are the engine's clients ``VLLM::APIServer_<index>``."""
     if "one engine" not in servers:
         return {f"{name} {part}": v for name, p in servers.items() for part, v in server_cpu_seconds(p.pid).items()}
-    out = {"hermes api": 0.0, "vllm api": 0.0, "engine": 0.0}
-    for proc in psutil.Process(servers["one engine"].pid).children(recursive=True):
-        try:
-            title = (proc.cmdline() or [""])[0]  # setproctitle's title, then empty arguments
-            if title.startswith("VLLM::APIServer_"):
-                part = "hermes api" if title == f"VLLM::APIServer_{hermes_client}" else "vllm api"
-            else:
-                part = "engine"
-            out[part] += cpu_seconds(proc.pid)
-        except psutil.Error:
-            continue
-    return out
+
+    def part_of(proc: psutil.Process) -> str:
+        title = (proc.cmdline() or [""])[0]  # setproctitle's title, then empty arguments
+        if not title.startswith("VLLM::APIServer_"):
+            return "engine"
+        return "hermes api" if title == f"VLLM::APIServer_{hermes_client}" else "vllm api"
+
+    procs = psutil.Process(servers["one engine"].pid).children(recursive=True)
+    return cpu_seconds_by_part(procs, ("hermes api", "vllm api", "engine"), part_of)
 
 
 def vllm_command(s: Settings, port: int) -> list[str]:
