@@ -202,7 +202,9 @@ def test_a_replica_killed_mid_stream_ends_streams_and_the_server_exits_for_a_res
     ends: list[str] = []
 
     def stream(n: int) -> None:
-        body = {"prompt": f"Once {n}", "max_tokens": 3000, "min_tokens": 3000, "ignore_eos": True, "stream": True}
+        # Long enough that no stream can finish before the kill 3 s in: one sequence per replica
+        # on the tiny model made 3,000 tokens in under 3 s once (CI), and that answer was whole.
+        body = {"prompt": f"Once {n}", "max_tokens": 30000, "min_tokens": 30000, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", s.api_v1 + "/completions", json=body, headers=_auth(dp2.keys["alice"]), timeout=120) as r:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
             # A request the server had not started streaming yet (a loaded machine) is refused
