@@ -37,6 +37,9 @@ class Counts:
 
 class LimitRule(Protocol):
     field: str  # the KeyLimits field (and api_keys column) this rule enforces
+    # How far back its counts reach, in seconds: rate events younger than the longest rule's
+    # window are kept (``Limits.settle`` purges the rest); 0 for a rule that counts no events.
+    window_s: float
 
     def check(self, limit: Any, counts: Counts, now: float) -> dict[str, str]:
         """Raise APIError (402/429) if a request may not start; else its response headers."""
@@ -64,6 +67,7 @@ class CreditRule:
     (``Limits.hold_credit``) until its record replaces the hold with what it really cost."""
 
     field = "credit_limit"
+    window_s = 0.0  # spend is kept on the key's row, not in rate events
 
     def check(self, limit: float, counts: Counts, now: float) -> dict[str, str]:
         if counts.committed >= limit:
@@ -92,6 +96,7 @@ class RequestRateRule:
     """Requests per minute, counted as they are admitted."""
 
     field = "rpm"
+    window_s = WINDOW_S
 
     def check(self, limit: int, counts: Counts, now: float) -> dict[str, str]:
         reset = (counts.oldest_request + WINDOW_S) if counts.oldest_request is not None else now + WINDOW_S
@@ -126,6 +131,7 @@ class TokenRateRule:
     """Tokens per minute, counted when a generation's usage record is written."""
 
     field = "tpm"
+    window_s = WINDOW_S
 
     def check(self, limit: int, counts: Counts, now: float) -> dict[str, str]:
         if counts.tokens >= limit and counts.oldest_tokens is not None:
@@ -152,9 +158,6 @@ class TokenRateRule:
             for r in keyed
         ]
         s.execute(insert(RateEvent), events)
-        # Events past the window count for no key (a check skips them); every server's usage
-        # writer purges them, and only here, so no check holding a key's row waits on a purge.
-        purge(s, RateEvent.id, RateEvent.at < now - WINDOW_S)
 
     def report(self, limit: int | None, usage: float) -> dict[str, Any]:
         return {"rate_limit": {"tokens_per_minute": limit}}
@@ -162,3 +165,10 @@ class TokenRateRule:
 
 # In the order a request is checked: a spent key hears 402 before it hears 429.
 RULES: tuple[LimitRule, ...] = (CreditRule(), RequestRateRule(), TokenRateRule())
+
+
+def purge_old_events(s: Session, rules: tuple[LimitRule, ...], now: float) -> None:
+    """Delete rate events past every rule's window: they count for no key (a check skips them).
+    Every server's usage writer does this after the rules' ``settle``, and only there, so no
+    check holding a key's row waits on a purge."""
+    purge(s, RateEvent.id, RateEvent.at < now - max((r.window_s for r in rules), default=0.0))

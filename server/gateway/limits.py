@@ -22,7 +22,7 @@ from server.errors import APIError
 from server.gateway.db import Database
 from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo
-from server.gateway.limit_rules import RULES, WINDOW_S, Counts
+from server.gateway.limit_rules import RULES, WINDOW_S, Counts, purge_old_events
 from server.gateway.tables import CreditHold
 
 # A hold outlives its request only if the process that made it died before writing the usage
@@ -56,10 +56,12 @@ class Limits:
 
     def settle(self, s: Session, keyed: list[dict[str, Any]]) -> None:
         """Every rule counts written usage records of keyed generations (spend, credit holds,
-        tokens per minute), in the transaction that writes them (``Database.add_records``)."""
+        tokens per minute), in the transaction that writes them (``Database.add_records``); then
+        rate events older than the longest rule's window go."""
         now = self._clock()
         for rule in RULES:
             rule.settle(s, keyed, now)
+        purge_old_events(s, RULES, now)
 
     def record(self, records: list[dict[str, Any]]) -> None:
         """Write usage records, settled."""

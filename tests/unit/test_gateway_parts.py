@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from server.errors import APIError
+from server.gateway import limits as limits_module
 from server.gateway.admission import Admission, LocalSlots, SharedSlots
 from server.gateway.db import Database
 from server.gateway.key_limits import KeyLimits
 from server.gateway.keys import KeyInfo, KeyStore, bearer_token
+from server.gateway.limit_rules import RULES, Counts
 from server.gateway.limits import Limits
 from server.gateway.metrics import Metrics
 from server.gateway.tables import RateEvent
@@ -122,6 +125,47 @@ async def test_events_past_the_minute_are_purged_when_usage_is_written(tmp_path:
     assert events() == 3  # the old two are past the window: not counted, not yet deleted
     limits.record([_record("gen-b", key.id, cost=0.0).row()])
     assert events() == 2  # the new request and its tokens
+
+
+class _PerDayRule:
+    """A rule that counts a day of events and enforces nothing (its limit is never set)."""
+
+    field = "rpm"
+    window_s = 86_400.0
+
+    def check(self, limit: Any, counts: Counts, now: float) -> dict[str, str]:
+        return {}
+
+    def admitted(self, s: Any, key_id: int, now: float) -> None:
+        pass
+
+    def settle(self, s: Any, keyed: list[dict[str, Any]], now: float) -> None:
+        pass
+
+    def report(self, limit: Any, usage: float) -> dict[str, Any]:
+        return {}
+
+
+async def test_events_are_kept_as_long_as_the_longest_rules_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule whose window is a day keeps a day of events: adding one needs no change to the
+    purge (the worked example in docs/ARCHITECTURE.md)."""
+    monkeypatch.setattr(limits_module, "RULES", (*RULES, _PerDayRule()))
+    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
+    limits = Limits(db, clock)
+    key = _keyed(db, rpm=5)
+
+    def events() -> int:
+        with db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(RateEvent)) or 0)
+
+    await limits.check(key)
+    limits.record([_record("gen-a", key.id, cost=0.0).row()])
+    clock.now += 3600
+    limits.record([_record("gen-b", key.id, cost=0.0).row()])
+    assert events() == 3  # an hour old, inside the day: kept
+    clock.now += 86_401
+    limits.record([_record("gen-c", key.id, cost=0.0).row()])
+    assert events() == 1  # gen-b's tokens are a day and a second old: gone; gen-c's kept
 
 
 async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_path: Path) -> None:
