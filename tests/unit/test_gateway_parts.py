@@ -128,9 +128,9 @@ async def test_events_past_the_minute_are_purged_when_usage_is_written(tmp_path:
 
 
 class _PerDayRule:
-    """A rule that counts a day of events and enforces nothing (its limit is never set)."""
+    """A rule that counts a day of events and enforces nothing (the key below sets no tpm)."""
 
-    field = "rpm"
+    field = "tpm"
     window_s = 86_400.0
 
     def check(self, limit: Any, counts: Counts, now: float) -> dict[str, str]:
