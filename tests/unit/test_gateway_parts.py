@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +107,19 @@ async def test_tpm_limit_counts_finished_generations(tmp_path: Path) -> None:
     await limits.check(key)
 
 
+def _rate_events(db: Database) -> int:
+    """How many rate events the table holds, every key's."""
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(RateEvent)) or 0)
+
+
 async def test_events_past_the_minute_are_purged_when_usage_is_written(tmp_path: Path) -> None:
     """A check skips a key's events older than a minute; the usage writer deletes them (every
     key's, limited or not), so the table holds about a minute of events."""
     clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
     limits = Limits(db, clock)
     key = _keyed(db, rpm=5)
-
-    def events() -> int:
-        with db.session() as s:
-            return int(s.scalar(select(func.count()).select_from(RateEvent)) or 0)
-
+    events = partial(_rate_events, db)
     await limits.check(key)
     limits.record([_record("gen-a", key.id, cost=0.0).row()])
     assert events() == 2  # the admitted request and the generation's tokens
@@ -153,11 +156,7 @@ async def test_events_are_kept_as_long_as_the_longest_rules_window(tmp_path: Pat
     clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
     limits = Limits(db, clock)
     key = _keyed(db, rpm=5)
-
-    def events() -> int:
-        with db.session() as s:
-            return int(s.scalar(select(func.count()).select_from(RateEvent)) or 0)
-
+    events = partial(_rate_events, db)
     await limits.check(key)
     limits.record([_record("gen-a", key.id, cost=0.0).row()])
     clock.now += 3600
