@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +75,14 @@ def _keyed(db: Database, **limits: float | int | None) -> KeyInfo:
     return KeyInfo.of(row, b"test-secret")
 
 
-async def test_rpm_limit_counts_requests_in_a_sliding_minute(tmp_path: Path) -> None:
+def _limited(tmp_path: Path, **limits: float | int | None) -> tuple[Clock, Database, Limits, KeyInfo]:
+    """A fresh database with one key holding ``limits``, and its limits on a fake clock."""
     clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
-    limits = Limits(db, clock)
-    key = _keyed(db, rpm=2)
+    return clock, db, Limits(db, clock), _keyed(db, **limits)
+
+
+async def test_rpm_limit_counts_requests_in_a_sliding_minute(tmp_path: Path) -> None:
+    clock, _, limits, key = _limited(tmp_path, rpm=2)
     first = await limits.check(key)
     assert first["X-RateLimit-Remaining"] == "1"
     await limits.check(key)
@@ -95,9 +98,7 @@ async def test_rpm_limit_counts_requests_in_a_sliding_minute(tmp_path: Path) -> 
 
 
 async def test_tpm_limit_counts_finished_generations(tmp_path: Path) -> None:
-    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
-    limits = Limits(db, clock)
-    key = _keyed(db, tpm=15)
+    clock, _, limits, key = _limited(tmp_path, tpm=15)
     await limits.check(key)
     limits.record([_record("gen-a", key.id, cost=0.0).row()])  # 10 + 5 tokens
     with pytest.raises(APIError) as exc:
@@ -116,18 +117,15 @@ def _rate_events(db: Database) -> int:
 async def test_events_past_the_minute_are_purged_when_usage_is_written(tmp_path: Path) -> None:
     """A check skips a key's events older than a minute; the usage writer deletes them (every
     key's, limited or not), so the table holds about a minute of events."""
-    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
-    limits = Limits(db, clock)
-    key = _keyed(db, rpm=5)
-    events = partial(_rate_events, db)
+    clock, db, limits, key = _limited(tmp_path, rpm=5)
     await limits.check(key)
     limits.record([_record("gen-a", key.id, cost=0.0).row()])
-    assert events() == 2  # the admitted request and the generation's tokens
+    assert _rate_events(db) == 2  # the admitted request and the generation's tokens
     clock.now += 61
     await limits.check(key)
-    assert events() == 3  # the old two are past the window: not counted, not yet deleted
+    assert _rate_events(db) == 3  # the old two are past the window: not counted, not yet deleted
     limits.record([_record("gen-b", key.id, cost=0.0).row()])
-    assert events() == 2  # the new request and its tokens
+    assert _rate_events(db) == 2  # the new request and its tokens
 
 
 class _PerDayRule:
@@ -153,26 +151,21 @@ async def test_events_are_kept_as_long_as_the_longest_rules_window(tmp_path: Pat
     """A rule whose window is a day keeps a day of events: adding one needs no change to the
     purge (the worked example in docs/ARCHITECTURE.md)."""
     monkeypatch.setattr(limits_module, "RULES", (*RULES, _PerDayRule()))
-    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
-    limits = Limits(db, clock)
-    key = _keyed(db, rpm=5)
-    events = partial(_rate_events, db)
+    clock, db, limits, key = _limited(tmp_path, rpm=5)
     await limits.check(key)
     limits.record([_record("gen-a", key.id, cost=0.0).row()])
     clock.now += 3600
     limits.record([_record("gen-b", key.id, cost=0.0).row()])
-    assert events() == 3  # an hour old, inside the day: kept
+    assert _rate_events(db) == 3  # an hour old, inside the day: kept
     clock.now += 86_401
     limits.record([_record("gen-c", key.id, cost=0.0).row()])
-    assert events() == 1  # gen-b's tokens are a day and a second old: gone; gen-c's kept
+    assert _rate_events(db) == 1  # gen-b's tokens are a day and a second old: gone; gen-c's kept
 
 
 async def test_credit_is_held_before_a_generation_and_settled_by_its_record(tmp_path: Path) -> None:
     """The most a request can cost is held first, so concurrent requests cannot overspend; the
     usage record replaces the hold with the real cost."""
-    clock, db = Clock(), Database(f"sqlite:///{tmp_path / 'u.db'}")
-    limits = Limits(db, clock)
-    key = _keyed(db, credit=1.0)
+    clock, _, limits, key = _limited(tmp_path, credit=1.0)
     limits.record([_record("gen-old", key.id, cost=0.6).row()])
     await limits.check(key)  # 0.6 < 1.0
     prices = (0.001, 0.01)  # USD per prompt / completion token
