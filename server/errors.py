@@ -87,6 +87,20 @@ class ErrorShapes:
         await send({"type": "http.response.body", "body": body})
 
 
+# OpenRouter's ``metadata.error_type`` for a prompt that does not fit the context (and OpenAI's
+# error ``code`` for the same refusal, which Codex CLI reads to know its context is full).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def prompt_overflow(error: APIError) -> tuple[int, int] | None:
+    """(prompt tokens, context length) when ``error`` refuses a prompt that alone leaves no room
+    for output, so that an API can word it as its clients parse it; None for any other error."""
+    m = error.metadata or {}
+    if m.get("error_type") != CONTEXT_LENGTH_EXCEEDED or m.get("requested_output_tokens") is not None:
+        return None
+    return int(m["prompt_tokens"]), int(m["max_context_length"])
+
+
 def bad_request(message: str, **metadata: Any) -> APIError:
     return APIError(400, message, metadata=metadata or None)
 

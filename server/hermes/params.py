@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.engine.base import GenerationOptions, StructuredOutput
-from server.errors import APIError, bad_request
+from server.errors import CONTEXT_LENGTH_EXCEEDED, APIError, bad_request
 from server.settings import SamplingDefaults
 from server.task import Sampling
 
@@ -26,7 +26,7 @@ def context_error(max_model_len: int, prompt_tokens: int, max_tokens: int | None
         400,
         msg,
         metadata={
-            "error_type": "context_length_exceeded",
+            "error_type": CONTEXT_LENGTH_EXCEEDED,
             "max_context_length": max_model_len,
             "prompt_tokens": prompt_tokens,
             "requested_output_tokens": max_tokens,
@@ -42,7 +42,8 @@ def resolve_max_tokens(
     room = max_model_len - prompt_tokens
     if requested is not None:
         if requested > room and not (clamp and room >= 1):
-            raise context_error(max_model_len, prompt_tokens, requested)
+            # Clamped, only the prompt can be what does not fit: say so, not the output asked for.
+            raise context_error(max_model_len, prompt_tokens, None if clamp else requested)
         return min(requested, room)
     if room < 1:
         raise context_error(max_model_len, prompt_tokens, None)

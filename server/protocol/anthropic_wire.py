@@ -11,7 +11,7 @@ from typing import Any
 
 from server.constants import random_id
 from server.engine.base import TokenLogprob
-from server.errors import APIError
+from server.errors import APIError, prompt_overflow
 from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
 
 Event = tuple[str, dict[str, Any]]  # (event name, data without its "type")
@@ -185,4 +185,15 @@ _ERROR_TYPES = {
 
 def anthropic_error_body(exc: APIError) -> dict[str, Any]:
     kind = _ERROR_TYPES.get(exc.status, "invalid_request_error" if exc.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+    return {"type": "error", "error": {"type": kind, "message": anthropic_message(exc)}}
+
+
+def anthropic_message(exc: APIError) -> str:
+    """An over-long prompt in Anthropic's words, which Claude Code parses: from the two counts it
+    sizes the compaction it runs before trying again. The largest prompt that fits leaves one
+    token for the answer (``max_tokens`` is cut to what is left, never refused)."""
+    overflow = prompt_overflow(exc)
+    if overflow is None:
+        return exc.message
+    prompt_tokens, context_length = overflow
+    return f"prompt is too long: {prompt_tokens} tokens > {context_length - 1} maximum"

@@ -79,14 +79,24 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServ
     stop_server(server)
 
 
-def _run(cmd: list[str], home: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """An agent run as a user would start it: its own HOME and working folder, no terminal."""
+def _run(
+    cmd: list[str], home: Path, env: dict[str, str], timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """An agent run as a user would start it: its own HOME and working folder, no terminal
+    (``stdin``: text piped in, as a user pipes a long prompt)."""
     home.mkdir(parents=True, exist_ok=True)
     work = home / "work"
     work.mkdir(exist_ok=True)
     base = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb"}
     return subprocess.run(
-        cmd, cwd=work, env={**base, **env}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=work,
+        env={**base, **env},
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -102,8 +112,8 @@ def _json_lines(text: str) -> list[dict]:
     return out
 
 
-def _claude(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
-    env = {
+def _claude_env(agent_server: AgentServer) -> dict[str, str]:
+    return {
         "ANTHROPIC_BASE_URL": agent_server.server.url,
         "ANTHROPIC_API_KEY": agent_server.key,
         "ANTHROPIC_MODEL": MODEL,
@@ -112,8 +122,11 @@ def _claude(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
+
+
+def _claude(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
     cmd = [str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
-    run = _run(cmd, home, env)
+    run = _run(cmd, home, _claude_env(agent_server))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return _json_lines(run.stdout)
 
@@ -129,11 +142,16 @@ def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, t
     assert events[-1]["type"] == "result" and events[-1]["result"] == DONE
 
 
-def _codex(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
+def _codex_run(agent_server: AgentServer, home: Path, prompt: str) -> subprocess.CompletedProcess[str]:
+    """``codex exec`` with ``prompt`` piped in (its ``-``), as a long prompt must be."""
     (home / ".codex").mkdir(parents=True, exist_ok=True)
     (home / ".codex" / "config.toml").write_text(codex_config(agent_server.server.v1))
-    cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", prompt]
-    run = _run(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")})
+    cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", "-"]
+    return _run(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")}, stdin=prompt)
+
+
+def _codex(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
+    run = _codex_run(agent_server, home, prompt)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return _json_lines(run.stdout)
 
@@ -177,6 +195,21 @@ def test_hermes_agent_answers_and_runs_its_terminal_tool(agent_server: AgentServ
     # Its turns, as the server recorded them: the call to `terminal`, then the answer that only
     # follows a tool result in the conversation (the agent ran the command and sent its output).
     assert agent_server.finishes()[before:] == [("chat", "tool_calls"), ("chat", "stop")]
+
+
+def test_agents_read_a_prompt_over_the_context_as_a_full_context(agent_server: AgentServer, tmp_path: Path) -> None:
+    """A prompt over the 131,072-token context, piped in as a user pastes one: the server refuses
+    it before the engine, and each agent reads the refusal as its context being full, not as an
+    unknown error: Claude Code takes the counts from Anthropic's wording (the basis of the
+    compaction it runs in a longer conversation), Codex the code OpenAI's API gives."""
+    notes = "Notes: " + "alpha beta gamma delta " * 33_000  # ~132,000 tokens
+    run = _run([str(CLAUDE), "-p", "--output-format", "json"], tmp_path / "claude", _claude_env(agent_server), stdin=notes)
+    result = _json_lines(run.stdout)[-1]
+    assert result["terminal_reason"] == "prompt_too_long" and result["api_error_status"] == 400, result
+    assert "limit 131071" in result["result"], result["result"]
+    run = _codex_run(agent_server, tmp_path / "codex", notes)
+    failed = [e["error"]["message"] for e in _json_lines(run.stdout) if e["type"] == "turn.failed"]
+    assert len(failed) == 1 and "ran out of room in the model's context window" in failed[0], run.stdout[-2000:]
 
 
 def test_long_tool_heavy_prompts_fit_and_leave_room(agent_server: AgentServer) -> None:

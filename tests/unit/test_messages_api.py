@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import anthropic
@@ -181,6 +182,19 @@ def test_mistakes_in_anthropic_shape(client: TestClient, body: dict, needle: str
         assert r.status_code == 400, r.text
         err = r.json()
         assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error" and needle in err["error"]["message"]
+
+
+def test_a_prompt_over_the_context_is_refused_in_anthropics_words(client: TestClient) -> None:
+    """Claude Code reads the two counts out of Anthropic's wording to size its compaction (the
+    largest prompt that fits leaves one token of the 4,096 for the answer)."""
+    long = [{"role": "user", "content": "sea " * 5000}]
+    for path in ("/v1/messages", "/api/v1/messages"):
+        r = client.post(path, json={"model": MODEL, "max_tokens": 128_000, "messages": long})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error"
+        assert re.fullmatch(r"prompt is too long: (\d+) tokens > 4095 maximum", err["message"]), err["message"]
+        assert int(err["message"].split()[4]) > 5000
 
 
 def test_what_claude_code_sends_is_accepted(client: TestClient, fake: FakeEngine) -> None:

@@ -49,6 +49,15 @@ def test_context_overflow_is_400(prompt: int, requested: int | None) -> None:
     assert err.value.metadata and err.value.metadata["error_type"] == "context_length_exceeded"
 
 
+def test_a_clamped_request_is_refused_for_its_prompt_alone() -> None:
+    """Where max_tokens is cut to fit (Messages), a refusal can only be the prompt's: it names no
+    output, so an API can word it as a prompt too long (and no client is told to shorten both)."""
+    with pytest.raises(APIError) as err:
+        resolve_max_tokens(32_000, 100, 100, None, clamp=True)
+    assert err.value.metadata and err.value.metadata["requested_output_tokens"] is None
+    assert "in the output" not in err.value.message
+
+
 def test_exact_fit_is_allowed() -> None:
     assert resolve_max_tokens(90, 10, 100, None) == 90
 

@@ -223,6 +223,20 @@ def test_mistakes_name_the_field_in_each_shape(client: TestClient, body: dict, n
     assert openrouter_shape["code"] == 400 and needle in openrouter_shape["message"]
 
 
+def test_a_prompt_over_the_context_has_openais_code(client: TestClient) -> None:
+    """OpenAI's code for the refusal on /v1 (Codex CLI reads it as "context window full");
+    OpenRouter's error_type on /api/v1."""
+    body = {"input": "sea " * 5000}
+    openai_shape = client.post("/v1/responses", json=body)
+    assert openai_shape.status_code == 400
+    err = openai_shape.json()["error"]
+    assert err["code"] == "context_length_exceeded" and "maximum context length is 4096" in err["message"]
+    other = client.post("/v1/responses", json={"input": "Hi", "background": True}).json()["error"]
+    assert other["code"] == "400"
+    openrouter_shape = client.post("/api/v1/responses", json=body).json()["error"]
+    assert openrouter_shape["code"] == 400 and openrouter_shape["metadata"]["error_type"] == "context_length_exceeded"
+
+
 def test_store_previous_response_get_delete_per_key(tokenizer, fake: FakeEngine) -> None:
     db = Database("sqlite://")
     _, alice = db.create_key("alice")
