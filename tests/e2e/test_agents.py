@@ -112,10 +112,17 @@ def _json_lines(text: str) -> list[dict]:
     return out
 
 
-def _claude_env(agent_server: AgentServer) -> dict[str, str]:
+def _claude_env(agent_server: AgentServer, openrouter_style: bool = False) -> dict[str, str]:
+    """The README's settings; ``openrouter_style``: OpenRouter's own Claude Code setup (its base
+    ending in /api, the key as a bearer token) with only the host changed."""
+    url, key = agent_server.server.url, agent_server.key
+    auth = (
+        {"ANTHROPIC_BASE_URL": url + "/api", "ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_API_KEY": ""}
+        if openrouter_style
+        else {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": key}
+    )
     return {
-        "ANTHROPIC_BASE_URL": agent_server.server.url,
-        "ANTHROPIC_API_KEY": agent_server.key,
+        **auth,
         "ANTHROPIC_MODEL": MODEL,
         "ANTHROPIC_SMALL_FAST_MODEL": MODEL,
         "DISABLE_TELEMETRY": "1",
@@ -124,15 +131,15 @@ def _claude_env(agent_server: AgentServer) -> dict[str, str]:
     }
 
 
-def _claude(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
+def _claude(agent_server: AgentServer, home: Path, prompt: str, openrouter_style: bool = False) -> list[dict]:
     cmd = [str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
-    run = _run(cmd, home, _claude_env(agent_server))
+    run = _run(cmd, home, _claude_env(agent_server, openrouter_style))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return _json_lines(run.stdout)
 
 
 def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, tmp_path: Path) -> None:
-    plain = _claude(agent_server, tmp_path / "plain", "Say hello")
+    plain = _claude(agent_server, tmp_path / "plain", "Say hello", openrouter_style=True)
     assert plain[-1]["type"] == "result" and plain[-1]["result"] == PLAIN
     events = _claude(agent_server, tmp_path / "tool", "Check the weather in Uruguay")
     calls = [b for e in events if e["type"] == "assistant" for b in e["message"]["content"] if b["type"] == "tool_use"]
