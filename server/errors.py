@@ -92,13 +92,44 @@ class ErrorShapes:
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
+def context_error(max_model_len: int, prompt_tokens: int, max_tokens: int | None) -> APIError:
+    """A prompt (with ``max_tokens`` of output, if given) over the context, in OpenRouter's words
+    and metadata; each API may word it as its clients parse it (:func:`prompt_overflow`)."""
+    if max_tokens is None:
+        msg = (
+            f"This endpoint's maximum context length is {max_model_len} tokens. However, you requested "
+            f"about {prompt_tokens} tokens of text input, which leaves no room for output. "
+            "Please reduce the length of the input."
+        )
+    else:
+        msg = (
+            f"This endpoint's maximum context length is {max_model_len} tokens. However, you requested "
+            f"about {prompt_tokens + max_tokens} tokens ({prompt_tokens} of text input, {max_tokens} in the "
+            'output). Please reduce the length of either one, or use the "middle-out" transform to compress '
+            "your prompt automatically."
+        )
+    return APIError(
+        400,
+        msg,
+        metadata={
+            "error_type": CONTEXT_LENGTH_EXCEEDED,
+            "max_context_length": max_model_len,
+            "prompt_tokens": prompt_tokens,
+            "requested_output_tokens": max_tokens,
+        },
+    )
+
+
+def exceeds_context(error: APIError) -> bool:
+    return (error.metadata or {}).get("error_type") == CONTEXT_LENGTH_EXCEEDED
+
+
 def prompt_overflow(error: APIError) -> tuple[int, int] | None:
     """(prompt tokens, context length) when ``error`` refuses a prompt that alone leaves no room
-    for output, so that an API can word it as its clients parse it; None for any other error."""
-    m = error.metadata or {}
-    if m.get("error_type") != CONTEXT_LENGTH_EXCEEDED or m.get("requested_output_tokens") is not None:
+    for output; None for any other error."""
+    if not exceeds_context(error) or error.metadata is None or error.metadata["requested_output_tokens"] is not None:
         return None
-    return int(m["prompt_tokens"]), int(m["max_context_length"])
+    return int(error.metadata["prompt_tokens"]), int(error.metadata["max_context_length"])
 
 
 def bad_request(message: str, **metadata: Any) -> APIError:

@@ -3,35 +3,9 @@
 from __future__ import annotations
 
 from server.engine.base import GenerationOptions, StructuredOutput
-from server.errors import CONTEXT_LENGTH_EXCEEDED, APIError, bad_request
+from server.errors import bad_request, context_error
 from server.settings import SamplingDefaults
 from server.task import Sampling
-
-
-def context_error(max_model_len: int, prompt_tokens: int, max_tokens: int | None) -> APIError:
-    if max_tokens is None:
-        msg = (
-            f"This endpoint's maximum context length is {max_model_len} tokens. However, you requested "
-            f"about {prompt_tokens} tokens of text input, which leaves no room for output. "
-            "Please reduce the length of the input."
-        )
-    else:
-        msg = (
-            f"This endpoint's maximum context length is {max_model_len} tokens. However, you requested "
-            f"about {prompt_tokens + max_tokens} tokens ({prompt_tokens} of text input, {max_tokens} in the "
-            'output). Please reduce the length of either one, or use the "middle-out" transform to compress '
-            "your prompt automatically."
-        )
-    return APIError(
-        400,
-        msg,
-        metadata={
-            "error_type": CONTEXT_LENGTH_EXCEEDED,
-            "max_context_length": max_model_len,
-            "prompt_tokens": prompt_tokens,
-            "requested_output_tokens": max_tokens,
-        },
-    )
 
 
 def resolve_max_tokens(

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from server.constants import random_id
-from server.errors import CONTEXT_LENGTH_EXCEEDED, APIError
+from server.errors import CONTEXT_LENGTH_EXCEEDED, APIError, exceeds_context
 from server.protocol.responses_tools import CUSTOM_INPUT, ClientTool, ToolNames
 from server.protocol.sealed import Sealer
 from server.serving.events import Finish, Piece, ReasoningText, ToolCall, Usage
@@ -175,5 +175,5 @@ def openai_error_body(exc: APIError) -> dict[str, Any]:
     kind = "server_error" if exc.status >= 500 else kinds.get(exc.status, "invalid_request_error")
     # OpenAI's code for a prompt that does not fit (Codex CLI reads it: "ran out of room in the
     # model's context window", and its context counts as full); the status otherwise.
-    code = CONTEXT_LENGTH_EXCEEDED if (exc.metadata or {}).get("error_type") == CONTEXT_LENGTH_EXCEEDED else str(exc.status)
+    code = CONTEXT_LENGTH_EXCEEDED if exceeds_context(exc) else str(exc.status)
     return {"error": {"message": exc.message, "type": kind, "param": None, "code": code}}
