@@ -204,6 +204,22 @@ def test_hermes_agent_answers_and_runs_its_terminal_tool(agent_server: AgentServ
     assert agent_server.finishes()[before:] == [("chat", "tool_calls"), ("chat", "stop")]
 
 
+def test_hermes_agent_reads_the_served_context(agent_server: AgentServer, tmp_path: Path) -> None:
+    """Hermes Agent sizes its context compression by the model's window, which it asks the
+    server's /api/v1/models for (without an answer it would assume 256,000 tokens): no setting
+    needed, unlike Claude Code and Codex (README, "Long sessions")."""
+    ask = (
+        "import os\n"
+        "from agent.model_metadata import get_model_context_length\n"
+        "print(get_model_context_length(os.environ['MODEL'], base_url=os.environ['OPENROUTER_BASE_URL'],"
+        " api_key=os.environ['OPENROUTER_API_KEY'], provider='openrouter'))"
+    )
+    env = {"OPENROUTER_BASE_URL": agent_server.server.api_v1, "OPENROUTER_API_KEY": agent_server.key, "MODEL": MODEL}
+    run = _run([str(HERMES.parent / "python"), "-c", ask], tmp_path, env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "131072"
+
+
 def test_agents_read_a_prompt_over_the_context_as_a_full_context(agent_server: AgentServer, tmp_path: Path) -> None:
     """A prompt over the 131,072-token context, piped in as a user pastes one: the server refuses
     it before the engine, and each agent reads the refusal as its context being full, not as an
