@@ -123,6 +123,19 @@ def test_container_and_compose_agree_with_the_server() -> None:
     assert svc["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
+def test_container_copies_what_the_package_build_reads_before_it_builds() -> None:
+    """The image's `pip install .` reads the readme and the license files pyproject names; a file
+    not copied by then fails the build, which no CI run without Docker would see."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    docker = (ROOT / "Dockerfile.gpu").read_text()
+    before_build = docker[: docker.index('pip install --no-cache-dir ".')]
+    copied = {name for line in re.findall(r"^COPY (.+) \S+$", before_build, re.M) for name in line.split()}
+    assert {project["readme"], *project["license-files"]} <= copied
+    assert all((ROOT / name).is_file() for name in project["license-files"])
+
+
 def test_systemd_unit_stops_the_main_process_and_waits_for_the_drain() -> None:
     import configparser
 
