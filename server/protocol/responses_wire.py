@@ -159,8 +159,38 @@ def finished_status(finish: Finish) -> tuple[str, dict[str, Any] | None]:
 
 
 def error_object(error: APIError) -> dict[str, Any]:
-    code = "server_error" if error.status >= 500 else ("timeout" if error.status == 408 else "invalid_request")
+    """A failed response's ``error``, with one of the codes both OpenAI's and OpenRouter's
+    Responses APIs define (their SDKs type it): a timeout is a ``server_error`` there, as is an
+    engine failure; any other refusal an ``invalid_prompt``."""
+    if error.status == 429:
+        code = "rate_limit_exceeded"
+    elif error.status >= 500 or error.status == 408:
+        code = "server_error"
+    else:
+        code = "invalid_prompt"
     return {"code": code, "message": error.message}
+
+
+# OpenRouter's canonical error types (its SDK's ``APIErrorType``) by status, for what the lossy
+# ``code`` above cannot tell apart.
+_ERROR_TYPES = {
+    400: "invalid_request",
+    401: "authentication",
+    402: "payment_required",
+    403: "permission_denied",
+    404: "not_found",
+    408: "timeout",
+    413: "payload_too_large",
+    429: "rate_limit_exceeded",
+    503: "provider_unavailable",
+}
+
+
+def error_type(error: APIError) -> str:
+    """The ``error_type`` OpenRouter puts beside ``error`` on a failed response."""
+    if exceeds_context(error):
+        return CONTEXT_LENGTH_EXCEEDED
+    return _ERROR_TYPES.get(error.status, "server" if error.status >= 500 else "invalid_request")
 
 
 def openai_error_body(exc: APIError) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from server.protocol.responses_wire import (
     Event,
     OutputItems,
     error_object,
+    error_type,
     finished_status,
     item_id,
     openai_error_body,
@@ -126,7 +127,7 @@ class _Turn:
         return [("response." + status, {"response": self.final})]
 
     def failure(self, error: APIError) -> list[Event]:
-        failed = self.response("failed", error=error_object(error))
+        failed = self.response("failed", error=error_object(error), error_type=error_type(error))
         return [*self.items.close("incomplete"), ("response.failed", {"response": failed})]
 
     async def keep(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Iterator
 
 import pytest
@@ -12,10 +13,12 @@ from pydantic import BaseModel
 
 from server.app import create_app
 from server.engine.fake import FakeEngine
+from server.errors import APIError, context_error
 from server.gateway.db import Database
 from server.hermes.prompt import PromptRenderer
 from server.protocol.responses_api import items_messages
 from server.protocol.responses_tools import ToolNames
+from server.protocol.responses_wire import error_object, error_type
 from server.protocol.sealed import Sealer, new_key
 from server.settings import load_settings
 
@@ -80,7 +83,36 @@ def test_engine_failure_mid_stream_ends_with_response_failed(client: TestClient,
     fake.fail_after = 3
     events = _events(client.post("/v1/responses", json={"input": "Hi", "stream": True}).text)
     assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["status"] == "failed" and "engine core died" in events[-1]["response"]["error"]["message"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and "engine core died" in failed["error"]["message"]
+    assert failed["error"]["code"] == "server_error" and failed["error_type"] == "server"
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "kind"),
+    [
+        (APIError(408, "deadline"), "server_error", "timeout"),
+        (APIError(429, "busy"), "rate_limit_exceeded", "rate_limit_exceeded"),
+        (APIError(400, "bad tool call"), "invalid_prompt", "invalid_request"),
+        (context_error(100, 120, None), "invalid_prompt", "context_length_exceeded"),
+        (APIError(503, "draining"), "server_error", "provider_unavailable"),
+        (APIError(502, "engine failure"), "server_error", "server"),
+    ],
+)
+def test_a_failed_responses_error_uses_the_codes_both_sdks_type(error: APIError, code: str, kind: str) -> None:
+    """OpenAI's and OpenRouter's SDKs type a failed response's error code (a timeout has no code
+    of its own); OpenRouter's canonical error_type beside it says what the code cannot."""
+    from openai.types.responses.response_error import ResponseError
+    from openrouter.components.apierrortype import APIErrorType
+    from openrouter.components.openresponseserrorfield import CodeEnum
+
+    def literals(union: object) -> set[str]:
+        return {v for arg in typing.get_args(union) for v in typing.get_args(arg)}
+
+    obj = error_object(error)
+    assert obj["code"] == code and code in literals(CodeEnum)
+    assert code in typing.get_args(ResponseError.model_fields["code"].annotation)
+    assert error_type(error) == kind and kind in literals(APIErrorType)
 
 
 def test_function_call_round_trip_reaches_the_template(client: TestClient, fake: FakeEngine, tokenizer) -> None:
