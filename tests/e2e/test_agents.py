@@ -58,13 +58,20 @@ class AgentServer:
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    yield from serve_agents(tmp_path_factory, "agents")
+
+
+def serve_agents(tmp_path_factory: pytest.TempPathFactory, name: str, **settings: str) -> Iterator[AgentServer]:
+    """A keyed server on the scripted agent model (``settings``: more ``HERMES_…`` variables),
+    until the generator is closed."""
     _agents_or_skip()
-    tmp = tmp_path_factory.mktemp("agents")
+    tmp = tmp_path_factory.mktemp(name)
     db_url = f"sqlite:///{tmp / 'hermes.db'}"
     env = {
         "HERMES_DATABASE_URL": db_url,
         "HERMES_AUTH_REQUIRED": "true",
         "HERMES_MODEL__PATH": "models/tiny-hermes-agent",
+        **settings,
     }
     made = subprocess.run(
         [sys.executable, "-m", "server.cli", "keys", "create", "--label", "agents"],
@@ -74,7 +81,7 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServ
         text=True,
         check=True,
     )
-    server = start_server(tmp, "agents", env=env)
+    server = start_server(tmp, name, env=env)
     yield AgentServer(server, made.stdout.strip().splitlines()[-1], db_url)
     stop_server(server)
 

@@ -1,0 +1,56 @@
+"""A Claude Code session that outgrows the context, against a server that serves a small one
+(24,000 tokens, so that three turns outgrow it in seconds of CPU prefill rather than minutes).
+
+Claude Code assumes a window of 1,000,000 tokens for a model it does not know (README, "Long
+sessions"), so it never compacts on its own here: the server refuses the turn that does not fit,
+in Anthropic's words, and Claude Code compacts the conversation and answers the turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_agents import CLAUDE, DONE, PLAIN, AgentServer, _claude_env, _json_lines, _run, serve_agents
+
+pytestmark = pytest.mark.e2e
+
+CONTEXT = 24_000
+NOTES = " ".join(["alpha beta gamma delta"] * 1900)  # ~7,600 tokens a turn
+
+
+@pytest.fixture(scope="module")
+def small_context_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    yield from serve_agents(tmp_path_factory, "agents-small", HERMES_ENGINE__MAX_MODEL_LEN=str(CONTEXT))
+
+
+def _refused(server: AgentServer) -> float:
+    """Messages requests the server has answered with 400 so far (its own metrics)."""
+    for line in httpx.get(server.server.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("hermes_http_requests_total{") and 'route="messages"' in line and 'status="400"' in line:
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_claude_code_compacts_a_session_the_server_refuses_and_carries_on(
+    small_context_server: AgentServer, tmp_path: Path
+) -> None:
+    env = _claude_env(small_context_server)
+
+    def turn(prompt: str, *more: str) -> list[dict]:
+        cmd = [str(CLAUDE), *more, "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
+        run = _run(cmd, tmp_path, env)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return _json_lines(run.stdout)
+
+    assert turn("Check the weather in Uruguay")[-1]["result"] == DONE  # ~11,600 tokens: the tool round trip
+    fits = turn(f"Notes 1: {NOTES}. Summarize them.", "--continue")  # ~19,200 tokens: fits as it is
+    assert fits[-1]["terminal_reason"] == "completed" and fits[-1]["result"] == DONE
+    refused_before = _refused(small_context_server)
+    events = turn(f"Notes 2: {NOTES}. Summarize them.", "--continue")  # ~27,000 tokens: over the context
+    assert _refused(small_context_server) > refused_before  # the server said no ...
+    assert any(e["type"] == "system" and e.get("subtype") == "compact_boundary" for e in events)  # ... Claude Code compacted
+    # ... and answered the turn; the tool result it summarised away no longer steers the script.
+    assert events[-1]["terminal_reason"] == "completed" and events[-1]["result"] == PLAIN
