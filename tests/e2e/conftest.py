@@ -51,12 +51,25 @@ class RunningServer:
             state = "still running" if code is None else f"exited with {code}"
             pytest.fail(f"{e!r}; the server {state}; its log:\n{self.log_tail()}")
 
+    def metric(self, sample: str, **labels: str) -> float | None:
+        """The sum of the ``sample`` series on /metrics whose labels include ``labels``; None
+        when there is no such series (prometheus_client's own parser reads the text)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        values = [
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == sample and labels.items() <= s.labels.items()
+        ]
+        return sum(values) if values else None
+
     def unfinished(self) -> float:
         """The engine's own count of unfinished requests, as exported on /metrics."""
-        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith("hermes_engine_unfinished_requests "):
-                return float(line.split()[1])
-        raise AssertionError("metric hermes_engine_unfinished_requests missing")
+        value = self.metric("hermes_engine_unfinished_requests")
+        assert value is not None, "metric hermes_engine_unfinished_requests missing"
+        return value
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.test_agents import CLAUDE, DONE, PLAIN, AgentServer, _claude_env, _json_lines, _run, serve_agents
@@ -28,10 +27,7 @@ def small_context_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 def _refused(server: AgentServer) -> float:
     """Messages requests the server has answered with 400 so far (its own metrics)."""
-    for line in httpx.get(server.server.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("hermes_http_requests_total{") and 'route="messages"' in line and 'status="400"' in line:
-            return float(line.split()[-1])
-    return 0.0
+    return server.server.metric("hermes_http_requests_total", route="messages", status="400") or 0.0
 
 
 def test_claude_code_compacts_a_session_the_server_refuses_and_carries_on(
