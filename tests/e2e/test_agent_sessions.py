@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_agents import CLAUDE, DONE, PLAIN, AgentServer, _claude_env, _json_lines, _run, serve_agents
+from tests.e2e.agents import DONE, PLAIN, AgentServer, claude, serve_agents
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,8 @@ def _refused(server: AgentServer) -> float:
 def test_claude_code_compacts_a_session_the_server_refuses_and_carries_on(
     small_context_server: AgentServer, tmp_path: Path
 ) -> None:
-    env = _claude_env(small_context_server)
-
-    def turn(prompt: str, *more: str) -> list[dict]:
-        cmd = [str(CLAUDE), *more, "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
-        run = _run(cmd, tmp_path, env)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        return _json_lines(run.stdout)
+    def turn(prompt: str, *flags: str) -> list[dict]:
+        return claude(small_context_server, tmp_path, prompt, *flags)
 
     assert turn("Check the weather in Uruguay")[-1]["result"] == DONE  # ~11,600 tokens: the tool round trip
     fits = turn(f"Notes 1: {NOTES}. Summarize them.", "--continue")  # ~19,200 tokens: fits as it is

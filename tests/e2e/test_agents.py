@@ -11,49 +11,28 @@ tool parser and each API's encoder run. One server serves every agent test."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, RunningServer, start_server, stop_server
+from tests.e2e.agents import (
+    CLAUDE,
+    CODEX,
+    DONE,
+    HERMES,
+    MODEL,
+    PLAIN,
+    AgentServer,
+    claude,
+    claude_env,
+    json_lines,
+    run_agent,
+    serve_agents,
+)
 
 pytestmark = pytest.mark.e2e
-
-AGENTS = ROOT / ".cache" / "agents"
-CLAUDE = AGENTS / "node_modules" / ".bin" / "claude"
-CODEX = AGENTS / "node_modules" / ".bin" / "codex"
-HERMES = AGENTS / "hermes-venv" / "bin" / "hermes"
-MODEL = "nousresearch/hermes-4-70b"
-DONE = "The command printed Tanzania."
-PLAIN = "Hello from the scripted model!"
-
-
-def _agents_or_skip() -> None:
-    unavailable = AGENTS / "UNAVAILABLE"
-    if unavailable.exists():
-        pytest.skip(unavailable.read_text().strip())
-    missing = [p.name for p in (CLAUDE, CODEX, HERMES) if not p.exists()]
-    assert not missing, f"agents not installed ({missing}): run `make agents`"
-
-
-class AgentServer:
-    def __init__(self, server: RunningServer, key: str, db_url: str) -> None:
-        self.server, self.key, self.db_url = server, key, db_url
-
-    def finishes(self) -> list[tuple[str | None, str | None]]:
-        """(api, finish_reason) of every recorded generation, oldest first."""
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(self.db_url)
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT api, finish_reason FROM generations ORDER BY created_at")).all()
-        engine.dispose()
-        return [(r[0], r[1]) for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -61,94 +40,10 @@ def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServ
     yield from serve_agents(tmp_path_factory, "agents")
 
 
-def serve_agents(tmp_path_factory: pytest.TempPathFactory, name: str, **settings: str) -> Iterator[AgentServer]:
-    """A keyed server on the scripted agent model (``settings``: more ``HERMES_…`` variables),
-    until the generator is closed."""
-    _agents_or_skip()
-    tmp = tmp_path_factory.mktemp(name)
-    db_url = f"sqlite:///{tmp / 'hermes.db'}"
-    env = {
-        "HERMES_DATABASE_URL": db_url,
-        "HERMES_AUTH_REQUIRED": "true",
-        "HERMES_MODEL__PATH": "models/tiny-hermes-agent",
-        **settings,
-    }
-    made = subprocess.run(
-        [sys.executable, "-m", "server.cli", "keys", "create", "--label", "agents"],
-        env={**os.environ, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    server = start_server(tmp, name, env=env)
-    yield AgentServer(server, made.stdout.strip().splitlines()[-1], db_url)
-    stop_server(server)
-
-
-def _run(
-    cmd: list[str], home: Path, env: dict[str, str], timeout: float = 300, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """An agent run as a user would start it: its own HOME and working folder, no terminal
-    (``stdin``: text piped in, as a user pipes a long prompt)."""
-    home.mkdir(parents=True, exist_ok=True)
-    work = home / "work"
-    work.mkdir(exist_ok=True)
-    base = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb"}
-    return subprocess.run(
-        cmd,
-        cwd=work,
-        env={**base, **env},
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _json_lines(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
-def _claude_env(agent_server: AgentServer, openrouter_style: bool = False) -> dict[str, str]:
-    """The README's settings; ``openrouter_style``: OpenRouter's own Claude Code setup (its base
-    ending in /api, the key as a bearer token) with only the host changed."""
-    url, key = agent_server.server.url, agent_server.key
-    auth = (
-        {"ANTHROPIC_BASE_URL": url + "/api", "ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_API_KEY": ""}
-        if openrouter_style
-        else {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": key}
-    )
-    return {
-        **auth,
-        "ANTHROPIC_MODEL": MODEL,
-        "ANTHROPIC_SMALL_FAST_MODEL": MODEL,
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    }
-
-
-def _claude(agent_server: AgentServer, home: Path, prompt: str, openrouter_style: bool = False) -> list[dict]:
-    cmd = [str(CLAUDE), "-p", prompt, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
-    run = _run(cmd, home, _claude_env(agent_server, openrouter_style))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return _json_lines(run.stdout)
-
-
 def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, tmp_path: Path) -> None:
-    plain = _claude(agent_server, tmp_path / "plain", "Say hello", openrouter_style=True)
+    plain = claude(agent_server, tmp_path / "plain", "Say hello", openrouter_style=True)
     assert plain[-1]["type"] == "result" and plain[-1]["result"] == PLAIN
-    events = _claude(agent_server, tmp_path / "tool", "Check the weather in Uruguay")
+    events = claude(agent_server, tmp_path / "tool", "Check the weather in Uruguay")
     calls = [b for e in events if e["type"] == "assistant" for b in e["message"]["content"] if b["type"] == "tool_use"]
     assert [(c["name"], c["input"]) for c in calls] == [("Bash", {"command": "echo Tanzania"})]
     results = [b for e in events if e["type"] == "user" for b in e["message"]["content"] if b["type"] == "tool_result"]
@@ -161,13 +56,13 @@ def _codex_run(agent_server: AgentServer, home: Path, prompt: str) -> subprocess
     (home / ".codex").mkdir(parents=True, exist_ok=True)
     (home / ".codex" / "config.toml").write_text(codex_config(agent_server.server.v1))
     cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", "-"]
-    return _run(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")}, stdin=prompt)
+    return run_agent(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")}, stdin=prompt)
 
 
 def _codex(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
     run = _codex_run(agent_server, home, prompt)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return _json_lines(run.stdout)
+    return json_lines(run.stdout)
 
 
 def codex_config(base_url: str) -> str:
@@ -197,7 +92,7 @@ def test_codex_answers_and_runs_its_exec_command_tool(agent_server: AgentServer,
 
 def _hermes(agent_server: AgentServer, home: Path, prompt: str) -> str:
     env = {"OPENROUTER_BASE_URL": agent_server.server.api_v1, "OPENROUTER_API_KEY": agent_server.key}
-    run = _run([str(HERMES), "-z", prompt, "--provider", "openrouter", "-m", MODEL], home, env)
+    run = run_agent([str(HERMES), "-z", prompt, "--provider", "openrouter", "-m", MODEL], home, env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run.stdout.strip()
 
@@ -222,7 +117,7 @@ def test_hermes_agent_reads_the_served_context(agent_server: AgentServer, tmp_pa
         " api_key=os.environ['OPENROUTER_API_KEY'], provider='openrouter'))"
     )
     env = {"OPENROUTER_BASE_URL": agent_server.server.api_v1, "OPENROUTER_API_KEY": agent_server.key, "MODEL": MODEL}
-    run = _run([str(HERMES.parent / "python"), "-c", ask], tmp_path, env)
+    run = run_agent([str(HERMES.parent / "python"), "-c", ask], tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split()[-1] == "131072"
 
@@ -233,12 +128,12 @@ def test_agents_read_a_prompt_over_the_context_as_a_full_context(agent_server: A
     unknown error: Claude Code takes the counts from Anthropic's wording (the basis of the
     compaction it runs in a longer conversation), Codex the code OpenAI's API gives."""
     notes = "Notes: " + "alpha beta gamma delta " * 33_000  # ~132,000 tokens
-    run = _run([str(CLAUDE), "-p", "--output-format", "json"], tmp_path / "claude", _claude_env(agent_server), stdin=notes)
-    result = _json_lines(run.stdout)[-1]
+    run = run_agent([str(CLAUDE), "-p", "--output-format", "json"], tmp_path / "claude", claude_env(agent_server), stdin=notes)
+    result = json_lines(run.stdout)[-1]
     assert result["terminal_reason"] == "prompt_too_long" and result["api_error_status"] == 400, result
     assert "limit 131071" in result["result"], result["result"]
     run = _codex_run(agent_server, tmp_path / "codex", notes)
-    failed = [e["error"]["message"] for e in _json_lines(run.stdout) if e["type"] == "turn.failed"]
+    failed = [e["error"]["message"] for e in json_lines(run.stdout) if e["type"] == "turn.failed"]
     assert len(failed) == 1 and "ran out of room in the model's context window" in failed[0], run.stdout[-2000:]
 
 
