@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agents import DONE, PLAIN, AgentServer, claude, serve_agents
+from tests.e2e.agent_clis import DONE, PLAIN, AgentServer, claude, serve_agents
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agents import (
+from tests.e2e.agent_clis import (
     CLAUDE,
     CODEX,
     DONE,
