@@ -104,9 +104,18 @@ def json_lines(text: str) -> list[dict]:
     return out
 
 
-def claude_env(agent_server: AgentServer, openrouter_style: bool = False) -> dict[str, str]:
+# The README's model settings for Claude Code: its main model, and each tier it may pick on its own
+# (--model, /model, subagents, background tasks) named as this server's model.
+CLAUDE_MODELS = {
+    "ANTHROPIC_MODEL": MODEL,
+    **{f"ANTHROPIC_DEFAULT_{tier}_MODEL": MODEL for tier in ("HAIKU", "SONNET", "OPUS", "FABLE")},
+}
+
+
+def claude_env(agent_server: AgentServer, openrouter_style: bool = False, models: bool = True) -> dict[str, str]:
     """The README's settings; ``openrouter_style``: OpenRouter's own Claude Code setup (its base
-    ending in /api, the key as a bearer token) with only the host changed."""
+    ending in /api, the key as a bearer token) with only the host changed; ``models=False``: no
+    model settings, only the address and the key."""
     url, key = agent_server.server.url, agent_server.key
     auth = (
         {"ANTHROPIC_BASE_URL": url + "/api", "ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_API_KEY": ""}
@@ -115,18 +124,26 @@ def claude_env(agent_server: AgentServer, openrouter_style: bool = False) -> dic
     )
     return {
         **auth,
-        "ANTHROPIC_MODEL": MODEL,
-        "ANTHROPIC_SMALL_FAST_MODEL": MODEL,
+        **(CLAUDE_MODELS if models else {}),
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
 
 
-def claude(agent_server: AgentServer, home: Path, prompt: str, *flags: str, openrouter_style: bool = False) -> list[dict]:
-    """``claude -p`` with its Bash tool allowed (``flags``: more, e.g. ``--continue``); its
-    stream-json events."""
+def claude_run(
+    agent_server: AgentServer, home: Path, prompt: str, *flags: str, openrouter_style: bool = False, models: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``claude -p`` with its Bash tool allowed (``flags``: more, e.g. ``--continue``), in
+    stream-json."""
     cmd = [str(CLAUDE), "-p", prompt, *flags, "--allowedTools", "Bash", "--output-format", "stream-json", "--verbose"]
-    run = run_agent(cmd, home, claude_env(agent_server, openrouter_style))
+    return run_agent(cmd, home, claude_env(agent_server, openrouter_style, models))
+
+
+def claude(
+    agent_server: AgentServer, home: Path, prompt: str, *flags: str, openrouter_style: bool = False, models: bool = True
+) -> list[dict]:
+    """A ``claude_run`` that must succeed; its events."""
+    run = claude_run(agent_server, home, prompt, *flags, openrouter_style=openrouter_style, models=models)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json_lines(run.stdout)

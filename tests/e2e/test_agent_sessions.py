@@ -1,5 +1,6 @@
-"""A Claude Code session that outgrows the context, against a server that serves a small one
-(24,000 tokens, so that three turns outgrow it in seconds of CPU prefill rather than minutes).
+"""Claude Code against a server set up for it: ``claude-*`` among the model's aliases (README,
+"Coding agents"), and a small context (24,000 tokens, so that a session's three turns outgrow it
+in seconds of CPU prefill rather than minutes).
 
 Claude Code assumes a window of 1,000,000 tokens for a model it does not know (README, "Long
 sessions"), so it never compacts on its own here: the server refuses the turn that does not fit,
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agent_clis import DONE, PLAIN, AgentServer, claude, serve_agents
+from tests.e2e.agent_clis import DONE, MODEL, PLAIN, AgentServer, claude, serve_agents
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,12 @@ NOTES = " ".join(["alpha beta gamma delta"] * 1900)  # ~7,600 tokens a turn
 
 @pytest.fixture(scope="module")
 def small_context_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
-    yield from serve_agents(tmp_path_factory, "agents-small", HERMES_ENGINE__MAX_MODEL_LEN=str(CONTEXT))
+    yield from serve_agents(
+        tmp_path_factory,
+        "agents-small",
+        HERMES_ENGINE__MAX_MODEL_LEN=str(CONTEXT),
+        HERMES_MODEL__ALIASES='["NousResearch/Hermes-4-70B", "claude-*"]',
+    )
 
 
 def _refused(server: AgentServer) -> float:
@@ -45,3 +51,16 @@ def test_claude_code_compacts_a_session_the_server_refuses_and_carries_on(
     assert any(e["type"] == "system" and e.get("subtype") == "compact_boundary" for e in events)  # ... Claude Code compacted
     # ... and answered the turn; the tool result it summarised away no longer steers the script.
     assert events[-1]["terminal_reason"] == "completed" and events[-1]["result"] == PLAIN
+
+
+def test_claude_code_needs_only_the_address_and_key_when_the_server_takes_claude_ids(
+    small_context_server: AgentServer, tmp_path: Path
+) -> None:
+    """No model settings at all: Claude Code asks for its default Claude model, or a tier's, and the
+    server serves each as this model."""
+    for flags in ((), ("--model", "haiku")):
+        events = claude(small_context_server, tmp_path / "-".join(flags or ("default",)), "Say hello", *flags, models=False)
+        (init,) = [e for e in events if e.get("subtype") == "init"]
+        assert init["model"].startswith("claude-"), init["model"]  # what Claude Code asked for
+        assert {e["message"]["model"] for e in events if e["type"] == "assistant"} == {MODEL}  # what answered
+        assert events[-1]["result"] == PLAIN

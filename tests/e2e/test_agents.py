@@ -27,6 +27,7 @@ from tests.e2e.agent_clis import (
     AgentServer,
     claude,
     claude_env,
+    claude_run,
     json_lines,
     run_agent,
     serve_agents,
@@ -49,6 +50,18 @@ def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, t
     results = [b for e in events if e["type"] == "user" for b in e["message"]["content"] if b["type"] == "tool_result"]
     assert [r["content"] for r in results] == ["Tanzania"] and not results[0]["is_error"]
     assert events[-1]["type"] == "result" and events[-1]["result"] == DONE
+
+
+def test_claude_code_tiers_are_this_model_by_the_readmes_settings(agent_server: AgentServer, tmp_path: Path) -> None:
+    """Claude Code names Claude ids of its own for ``--model``, ``/model``, subagents and background
+    tasks; the README's ``ANTHROPIC_DEFAULT_*_MODEL`` settings name this server's model for each.
+    Without them (and without ``claude-*`` among the server's aliases) the id is refused."""
+    for tier in ("haiku", "fable"):
+        events = claude(agent_server, tmp_path / tier, "Say hello", "--model", tier)
+        assert events[-1]["result"] == PLAIN, tier
+    bare = claude_run(agent_server, tmp_path / "bare", "Say hello", "--model", "haiku", models=False)
+    refusal = json_lines(bare.stdout)[-1]["result"]
+    assert refusal.startswith("API Error: 400 claude-haiku") and refusal.endswith("is not a valid model ID"), refusal
 
 
 def _codex_run(agent_server: AgentServer, home: Path, prompt: str) -> subprocess.CompletedProcess[str]:
