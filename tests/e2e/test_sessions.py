@@ -37,13 +37,7 @@ class DP2:
 
     def per_engine(self) -> dict[str, float]:
         """Requests each engine finished, by vLLM's own counter."""
-        text = httpx.get(self.server.url + "/metrics", timeout=30).text
-        done = {"0": 0.0, "1": 0.0}
-        for line in text.splitlines():
-            if line.startswith("vllm:request_success_total{"):
-                engine = line.split('engine="')[1].split('"')[0]
-                done[engine] += float(line.rsplit(" ", 1)[1])
-        return done
+        return {engine: self.server.metric("vllm:request_success_total", engine=engine) or 0.0 for engine in ("0", "1")}
 
     def served_by(self, key: str, content: str, **extra: object) -> tuple[str, dict[str, object]]:
         """Which engine served one request (by the counters' change), and its body."""
@@ -133,8 +127,7 @@ def test_a_hot_session_spills_past_the_load_bound(dp2: DP2) -> None:
     moved = sorted(after[e] - before[e] for e in after)
     # The home takes requests up to the spill floor (8 running + waiting), the rest spill.
     assert moved[0] >= 1 and moved[1] >= 8, moved
-    spills = httpx.get(dp2.server.url + "/metrics", timeout=30).text
-    assert 'route="spill"' in spills
+    assert dp2.server.metric("hermes_replica_requests_total", route="spill"), "no request spilled"
 
 
 def test_keys_do_not_share_cached_prefixes(dp2: DP2) -> None:
