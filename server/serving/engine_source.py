@@ -4,7 +4,9 @@ reasoning ends.
 Two requests when a plain-text thinking budget is spent (``</think>`` is forced) or a grammar
 (JSON schema, forced tool call) must start only after ``</think>``: the first request generates
 the reasoning unconstrained and is aborted where reasoning ends, and a second continues from
-prompt + output with the grammar (``reasoning_ended=True``). Why not vLLM's in-engine reasoning
+prompt + output with the grammar (``reasoning_ended=True``). A model that ends its turn while
+still reasoning has its ``</think>`` forced too when a grammar waits, so that a structured answer
+always follows. Why not vLLM's in-engine reasoning
 parsers: none fits Hermes (the thinking system prompt holds a literal ``</think>``, which they
 read as "reasoning ended"; docs/VLLM.md), and this works the same for one-token and plain-text
 tags. With prefix caching the second request recomputes nothing it already has.
@@ -66,7 +68,12 @@ async def _phased(
     first = engine_stream(engine, ids, replace(options, structured=None) if after else options, plan.info.gen_id)
     try:
         async for d in first:
-            hit = watch.feed(d.token_ids)
+            hit: tuple[str, int] | None = watch.feed(d.token_ids)
+            if hit is None and after and d.finished and watch.inside and _ends_turn(d, renderer):
+                # The model ended its turn inside reasoning, before the answer its grammar
+                # promises (a structured answer must come): close reasoning as a spent budget
+                # does, without the end-of-turn token, and generate the answer.
+                hit = ("ended", _before_turn_end(d.token_ids, renderer))
             if hit is None or (hit[0] == "budget" and d.finished and hit[1] == len(d.token_ids)):
                 out.extend(d.token_ids)
                 yield d
@@ -83,7 +90,7 @@ async def _phased(
     out.extend(cut.token_ids)
     yield cut
     room = options.max_tokens - len(out)
-    if event == "budget":
+    if event in ("budget", "ended"):
         forced = renderer.encode_text(FORCED_CLOSE)[:room]
         out.extend(forced)
         room -= len(forced)
@@ -98,3 +105,21 @@ async def _phased(
         # Its cached prefix is prompt + reasoning, not the caller's prompt: keep the first figure.
         d.num_cached_tokens = None
         yield d
+
+
+def _turn_ends(renderer: PromptRenderer) -> set[int]:
+    """The token ids that end the model's turn: Hermes' end-of-turn tokens and the EOS."""
+    eos = renderer.tokenizer.eos_token_id
+    return {*renderer.stop_token_ids, *([eos] if isinstance(eos, int) else [])}
+
+
+def _before_turn_end(token_ids: list[int], renderer: PromptRenderer) -> int:
+    """How many of ``token_ids`` come before a closing end-of-turn token (vLLM reports the EOS it
+    sampled among the output ids; it must not reach the answer's prompt)."""
+    return len(token_ids) - 1 if token_ids and token_ids[-1] in _turn_ends(renderer) else len(token_ids)
+
+
+def _ends_turn(d: EngineDelta, renderer: PromptRenderer) -> bool:
+    """The delta ended the output because the model ended its turn: by the EOS or an end-of-turn
+    token, not by a client's stop string, the token limit or an abort."""
+    return d.finish_reason == "stop" and (d.stop_reason is None or d.stop_reason in _turn_ends(renderer))

@@ -11,6 +11,7 @@ tool parser and each API's encoder run. One server serves every agent test."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,16 +65,17 @@ def test_claude_code_tiers_are_this_model_by_the_readmes_settings(agent_server: 
     assert refusal.startswith("API Error: 400 claude-haiku") and refusal.endswith("is not a valid model ID"), refusal
 
 
-def _codex_run(agent_server: AgentServer, home: Path, prompt: str) -> subprocess.CompletedProcess[str]:
-    """``codex exec`` with ``prompt`` piped in (its ``-``), as a long prompt must be."""
+def _codex_run(agent_server: AgentServer, home: Path, prompt: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``codex exec`` with ``prompt`` piped in (its ``-``), as a long prompt must be; ``flags``:
+    more of its options."""
     (home / ".codex").mkdir(parents=True, exist_ok=True)
     (home / ".codex" / "config.toml").write_text(codex_config(agent_server.server.v1))
-    cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", "-"]
+    cmd = [str(CODEX), "exec", "--skip-git-repo-check", "--json", *flags, "-"]
     return run_agent(cmd, home, {"HERMES_API_KEY": agent_server.key, "CODEX_HOME": str(home / ".codex")}, stdin=prompt)
 
 
-def _codex(agent_server: AgentServer, home: Path, prompt: str) -> list[dict]:
-    run = _codex_run(agent_server, home, prompt)
+def _codex(agent_server: AgentServer, home: Path, prompt: str, *flags: str) -> list[dict]:
+    run = _codex_run(agent_server, home, prompt, *flags)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json_lines(run.stdout)
 
@@ -101,6 +103,17 @@ def test_codex_answers_and_runs_its_exec_command_tool(agent_server: AgentServer,
     assert commands[0]["exit_code"] == 0 and commands[0]["aggregated_output"].strip() == "Tanzania"
     assert [i["text"] for i in done if i["type"] == "agent_message"] == [DONE]
     assert events[-1]["type"] == "turn.completed"
+
+
+def test_codex_output_schema_gets_its_answer_in_the_schema(agent_server: AgentServer, tmp_path: Path) -> None:
+    """``codex exec --output-schema`` asks for a strict JSON schema with reasoning on. The scripted
+    model ends its turn while still reasoning; the server closes reasoning and the answer in the
+    schema follows (before, the turn completed with reasoning alone and no message)."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    events = _codex(agent_server, tmp_path / "schema", "Say hello", "--output-schema", str(tmp_path / "schema.json"))
+    (answer,) = [e["item"]["text"] for e in events if e.get("item", {}).get("type") == "agent_message"]
+    assert set(json.loads(answer)) == {"ok"} and isinstance(json.loads(answer)["ok"], bool)
 
 
 def _hermes(agent_server: AgentServer, home: Path, prompt: str) -> str:

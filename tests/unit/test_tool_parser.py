@@ -219,6 +219,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.engine.fake import FakeEngine  # noqa: E402
 from server.hermes.prompt import PromptRenderer  # noqa: E402
+from server.serving.engine_source import FORCED_CLOSE  # noqa: E402
 from server.settings import load_settings  # noqa: E402
 
 CHAT = "/v1/chat/completions"
@@ -296,6 +297,28 @@ def test_grammar_waits_for_reasoning(fake_client, tokenizer) -> None:
     engine.prompts.clear()
     client.post(CHAT, json={"messages": [{"role": "user", "content": "x"}], "response_format": rf})
     assert len(engine.prompts) == 1 and engine.last_options.reasoning_ended is True
+
+
+@pytest.mark.parametrize("end", ["", "<|eot_id|>"])
+def test_a_turn_ended_inside_reasoning_still_gets_its_structured_answer(fake_client, tokenizer, end: str) -> None:
+    """The model ends its turn (the EOS, or an end-of-turn token vLLM reports among the output ids)
+    before ``</think>``: reasoning is closed as a spent budget closes it, and the constrained answer
+    follows. Before, the response was reasoning alone, with no answer (Codex's ``--output-schema``
+    printed nothing)."""
+    client, engine = fake_client
+    engine.script = ["weigh options" + end, '{"a": 1}']
+    rf = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    body = {"messages": [{"role": "user", "content": "x"}], "reasoning": {"enabled": True}, "response_format": rf}
+    msg = client.post(CHAT, json=body).json()["choices"][0]["message"]
+    assert msg["reasoning"] == "weigh options" and msg["content"] == '{"a": 1}'
+    first, second = engine.prompts
+    assert tokenizer.decode(second[len(first) :]) == "weigh options" + FORCED_CLOSE  # no end-of-turn token
+    assert engine.last_options is not None and engine.last_options.structured is not None and engine.last_options.reasoning_ended
+    # A client's stop string inside reasoning ends the output where the client asked.
+    engine.prompts.clear()
+    engine.script = ["weigh options STOP more", '{"a": 1}']
+    r = client.post(CHAT, json={**body, "stop": ["STOP"]}).json()
+    assert len(engine.prompts) == 1 and r["choices"][0]["finish_reason"] == "stop"
 
 
 def test_calls_after_and_between_reasoning(fake_client) -> None:
