@@ -6,10 +6,10 @@ Two requests when a plain-text thinking budget is spent (``</think>`` is forced)
 the reasoning unconstrained and is aborted where reasoning ends, and a second continues from
 prompt + output with the grammar (``reasoning_ended=True``). A model that ends its turn while
 still reasoning has its ``</think>`` forced too when a grammar waits, so that a structured answer
-always follows. Why not vLLM's in-engine reasoning
-parsers: none fits Hermes (the thinking system prompt holds a literal ``</think>``, which they
-read as "reasoning ended"; docs/VLLM.md), and this works the same for one-token and plain-text
-tags. With prefix caching the second request recomputes nothing it already has.
+always follows. Why not vLLM's in-engine reasoning parsers: none fits Hermes (the thinking system
+prompt holds a literal ``</think>``, which they read as "reasoning ended"; docs/VLLM.md), and this
+works the same for one-token and plain-text tags. With prefix caching the second request
+recomputes nothing it already has.
 """
 
 from __future__ import annotations
