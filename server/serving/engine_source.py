@@ -69,11 +69,11 @@ async def _phased(
     try:
         async for d in first:
             hit: tuple[str, int] | None = watch.feed(d.token_ids)
-            if hit is None and after and d.finished and watch.inside and _ends_turn(d, renderer):
+            if hit is None and after and d.finished and watch.inside and _ends_turn(d):
                 # The model ended its turn inside reasoning, before the answer its grammar
                 # promises (a structured answer must come): close reasoning as a spent budget
                 # does, without the end-of-turn token, and generate the answer.
-                hit = ("ended", _before_turn_end(d.token_ids, renderer))
+                hit = ("ended", _before_turn_end(d, renderer))
             if hit is None or (hit[0] == "budget" and d.finished and hit[1] == len(d.token_ids)):
                 out.extend(d.token_ids)
                 yield d
@@ -107,19 +107,14 @@ async def _phased(
         yield d
 
 
-def _turn_ends(renderer: PromptRenderer) -> set[int]:
-    """The token ids that end the model's turn: Hermes' end-of-turn tokens and the EOS."""
-    eos = renderer.tokenizer.eos_token_id
-    return {*renderer.stop_token_ids, *([eos] if isinstance(eos, int) else [])}
+def _ends_turn(d: EngineDelta) -> bool:
+    """The delta ended the output because the model ended its turn (the EOS, or a stop token: only
+    the server sets those), not a client's stop string, the token limit or an abort."""
+    return d.finish_reason == "stop" and not isinstance(d.stop_reason, str)
 
 
-def _before_turn_end(token_ids: list[int], renderer: PromptRenderer) -> int:
-    """How many of ``token_ids`` come before a closing end-of-turn token (vLLM reports the EOS it
-    sampled among the output ids; it must not reach the answer's prompt)."""
-    return len(token_ids) - 1 if token_ids and token_ids[-1] in _turn_ends(renderer) else len(token_ids)
-
-
-def _ends_turn(d: EngineDelta, renderer: PromptRenderer) -> bool:
-    """The delta ended the output because the model ended its turn: by the EOS or an end-of-turn
-    token, not by a client's stop string, the token limit or an abort."""
-    return d.finish_reason == "stop" and (d.stop_reason is None or d.stop_reason in _turn_ends(renderer))
+def _before_turn_end(d: EngineDelta, renderer: PromptRenderer) -> int:
+    """How many of the delta's tokens come before the token that ended the turn: vLLM reports it
+    among the output ids, and the answer's prompt must not hold it."""
+    end = d.stop_reason if isinstance(d.stop_reason, int) else renderer.tokenizer.eos_token_id
+    return len(d.token_ids) - 1 if d.token_ids and d.token_ids[-1] == end else len(d.token_ids)
