@@ -8,7 +8,6 @@ fields directly, e.g. ``HERMES_PORT=9000`` or ``HERMES_AUTH_REQUIRED=1``.
 from __future__ import annotations
 
 import contextvars
-import fnmatch
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
@@ -47,10 +46,7 @@ class ModelSettings(Section):
     served_name: str = Field(
         OPENROUTER_MODEL_ID, description="The id clients send; OpenRouter's id by default so clients need no change."
     )
-    aliases: list[str] = Field(
-        default_factory=lambda: [HF_REPO],
-        description="Other model ids accepted for this model; one with * is a pattern (claude-* takes every Claude id).",
-    )
+    aliases: list[str] = Field(default_factory=lambda: [HF_REPO], description="Other model ids accepted for this model.")
 
     def resolved_path(self) -> str:
         p = Path(self.path)
@@ -247,16 +243,6 @@ class Settings(BaseSettings):
     def model_names(self) -> list[str]:
         names = [self.model.served_name, *self.model.aliases, OPENROUTER_MODEL_ID, HF_REPO]
         return list(dict.fromkeys(names))
-
-    def serves(self, model_id: str) -> bool:
-        """Whether a client's model id names this model: one of ``model_names``, case aside, or
-        matched by an alias written as a pattern. Patterns exist for clients that pick model ids
-        on their own, such as Claude Code asking for ``claude-haiku-…`` for its subagents; only
-        ``*`` makes a pattern, so an exact alias may hold ``[`` or ``?``."""
-        wanted = model_id.lower()
-        return any(
-            wanted == name.lower() or ("*" in name and fnmatch.fnmatchcase(wanted, name.lower())) for name in self.model_names
-        )
 
 
 def is_loopback(host: str) -> bool:

@@ -140,6 +140,9 @@ class AppState:
         return self.engine.max_model_len if self.engine is not None else self.settings.engine.max_model_len
 
     # ---- model names -----------------------------------------------------------------------------
+    def is_served(self, model_id: str) -> bool:
+        return model_id.lower() in {n.lower() for n in self.settings.model_names}
+
     def resolve_model(self, model: str | None, fallbacks: list[str] | None = None) -> tuple[str, str | None]:
         """The id echoed back and the routing variant asked for: omitted → the served id; a
         routing variant (``:nitro`` …) of a served id → that id; else the first of ``fallbacks``
@@ -149,7 +152,7 @@ class AppState:
             return self.settings.model.served_name, None
         for candidate in candidates:
             base, variant = split_variant(candidate)
-            if self.settings.serves(base):
+            if self.is_served(base):
                 return self.settings.model.served_name, variant
         raise bad_request(f"{candidates[0]} is not a valid model ID")
 

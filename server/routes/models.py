@@ -35,7 +35,7 @@ async def user_models(request: Request) -> dict[str, Any]:
 @router.get("/api/v1/models/{author}/{slug}/endpoints")
 async def model_endpoints(request: Request, author: str, slug: str) -> dict[str, Any]:
     state = app_state(request)
-    if not state.settings.serves(f"{author}/{slug}"):
+    if not state.is_served(f"{author}/{slug}"):
         raise APIError(404, f"{author}/{slug} is not a valid model ID")
     ready = state.not_ready() is None
     return {"data": endpoints_record(state.settings, state.context_length(), ready, state.stats.snapshot())}
@@ -53,6 +53,6 @@ async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
     """OpenAI's ``models.retrieve``; ids contain a slash, hence the path converter (the fixed
     paths above are matched first). A routing variant (``:nitro`` …) names the same model."""
     state = app_state(request)
-    if not state.settings.serves(split_variant(model_id)[0]):
+    if not state.is_served(split_variant(model_id)[0]):
         raise APIError(404, f"{model_id} is not a valid model ID")
     return openai_model(state.settings, state.context_length())
