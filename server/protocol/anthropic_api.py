@@ -167,17 +167,29 @@ def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
-def _block_text(content: Any, where: str) -> str:
-    """A tool_result's content: a string or text blocks."""
+def _block_text(content: Any, where: str, tool_result: bool = False) -> str:
+    """A string or text blocks as one text. In a tool result also ``tool_reference`` blocks, what
+    Claude Code's tool search returns to load a ``defer_loading`` tool: every tool is already in
+    the prompt here, so a reference becomes a line naming the tool."""
     if isinstance(content, str):
         return content
-    out = []
+    lines: list[str] = []  # text blocks run on into one another; a reference is a line of its own
+    text_runs_on = False
     for i, b in enumerate(content or []):
-        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
-            kind = b.get("type") if isinstance(b, dict) else None
-            raise bad_request(f"{where}.{i}: block type {kind!r} is not supported in a tool result (text only)")
-        out.append(b["text"])
-    return "".join(out)
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "text" and isinstance(b.get("text"), str):
+            if text_runs_on:
+                lines[-1] += b["text"]
+            else:
+                lines.append(b["text"])
+            text_runs_on = True
+        elif tool_result and kind == "tool_reference" and isinstance(b.get("tool_name"), str):
+            lines.append(f"Tool loaded: {b['tool_name']}")
+            text_runs_on = False
+        else:
+            allowed = "text and tool_reference" if tool_result else "text only"
+            raise bad_request(f"{where}.{i}: block type {kind!r} is not supported here ({allowed})")
+    return "\n".join(lines)
 
 
 def system_text(system: str | list[dict[str, Any]] | None) -> str:
@@ -211,7 +223,7 @@ def chat_messages(req: MessagesRequest) -> list[dict[str, Any]]:
                 turn.setdefault("tool_calls", []).append(call)
             elif kind == "tool_result" and msg.role == "user":
                 results += 1
-                text = _block_text(block.get("content", ""), f"{where}.content")
+                text = _block_text(block.get("content", ""), f"{where}.content", tool_result=True)
                 out.append(
                     {
                         "role": "tool",

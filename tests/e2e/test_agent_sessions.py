@@ -1,6 +1,6 @@
-"""Claude Code against a server set up for it: ``claude-*`` among the model's aliases (README,
-"Coding agents"), and a small context (24,000 tokens, so that a session's three turns outgrow it
-in seconds of CPU prefill rather than minutes).
+"""Claude Code against a server set up for it: Claude's model ids served as this model
+(``messages.model_patterns: ["claude-*"]``, README "Coding agents"), and a small context (24,000
+tokens, so that a session's three turns outgrow it in seconds of CPU prefill rather than minutes).
 
 Claude Code assumes a window of 1,000,000 tokens for a model it does not know (README, "Long
 sessions"), so it never compacts on its own here: the server refuses the turn that does not fit,
@@ -27,7 +27,7 @@ def small_context_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         tmp_path_factory,
         "agents-small",
         HERMES_ENGINE__MAX_MODEL_LEN=str(CONTEXT),
-        HERMES_MODEL__ALIASES='["NousResearch/Hermes-4-70B", "claude-*"]',
+        HERMES_MESSAGES__MODEL_PATTERNS='["claude-*"]',
     )
 
 

@@ -56,7 +56,7 @@ def test_claude_code_answers_and_runs_its_bash_tool(agent_server: AgentServer, t
 def test_claude_code_tiers_are_this_model_by_the_readmes_settings(agent_server: AgentServer, tmp_path: Path) -> None:
     """Claude Code names Claude ids of its own for ``--model``, ``/model``, subagents and background
     tasks; the README's ``ANTHROPIC_DEFAULT_*_MODEL`` settings name this server's model for each.
-    Without them (and without ``claude-*`` among the server's aliases) the id is refused."""
+    Without them (and without ``messages.model_patterns``) the id is refused."""
     for tier in ("haiku", "fable"):
         events = claude(agent_server, tmp_path / tier, "Say hello", "--model", tier)
         assert events[-1]["result"] == PLAIN, tier

@@ -153,6 +153,31 @@ def test_count_tokens_equals_what_create_reports(client: TestClient) -> None:
         assert counted == made.input_tokens + made.cache_read_input_tokens
 
 
+def test_a_tool_search_result_names_the_loaded_tool(client: TestClient, fake: FakeEngine, tokenizer) -> None:
+    """Claude Code's ToolSearch tool answers with ``tool_reference`` blocks, which load a
+    ``defer_loading`` tool; every tool is in the prompt already, so the reference becomes a line
+    naming it (before, the next turn was a 400 and the session stopped)."""
+    fetch = {**TOOL, "name": "WebFetch", "defer_loading": True}
+    search = {**TOOL, "name": "ToolSearch"}
+    refs = [{"type": "tool_reference", "tool_name": n} for n in ("WebFetch", "Grep")]
+    result = [{"type": "text", "text": "Found"}, {"type": "text", "text": ":"}, *refs, {"type": "text", "text": "Done."}]
+    history = [
+        {"role": "user", "content": "Fetch a page"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "ToolSearch", "input": {"city": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": result}]},
+    ]
+    msg = _sdk(client).messages.create(model=MODEL, max_tokens=20, messages=history, tools=[search, fetch])
+    assert msg.content[-1].text == "Hello there."
+    prompt = tokenizer.decode(fake.last_prompt)
+    assert "<tool_response>\nFound:\nTool loaded: WebFetch\nTool loaded: Grep\nDone.\n</tool_response>" in prompt
+    body = {"model": MODEL, "max_tokens": 5, "messages": HI, "system": [{"type": "tool_reference", "tool_name": "WebFetch"}]}
+    r = client.post("/v1/messages", json=body)  # only a tool result loads tools
+    assert (
+        r.status_code == 400
+        and r.json()["error"]["message"] == "system.0: block type 'tool_reference' is not supported here (text only)"
+    )
+
+
 def test_model_patterns_map_other_names(client: TestClient) -> None:
     msg = _sdk(client).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HI)
     assert msg.model == MODEL
