@@ -52,8 +52,31 @@ def load_tokenizer(path: str, revision: str | None = None) -> Any:
     return AutoTokenizer.from_pretrained(path, revision=revision)
 
 
-def content_text(content: Any, where: str) -> str:
-    """OpenAI content (string or list of parts) → text. Non-text parts: 400 (text-only model)."""
+# Media content parts of the three APIs (chat, Responses, Messages), by what they hold.
+MEDIA_PARTS = {
+    "image_url": "image",
+    "input_image": "image",
+    "image": "image",
+    "input_audio": "audio",
+    "file": "file",
+    "input_file": "file",
+    "document": "document",
+}
+
+
+def omitted_media(kind: str) -> str | None:
+    """What a media part of a tool's output becomes in the prompt (None: ``kind`` is no media).
+
+    The model reads text only. A client's own image is a 400 it can act on, but an agent's tool
+    output (Claude Code reading a screenshot, Codex's view_image) goes back with every later turn
+    of the session, so a 400 would end the session: the model is told instead."""
+    media = MEDIA_PARTS.get(kind)
+    return f"[{media} omitted: this model reads text only]" if media else None
+
+
+def content_text(content: Any, where: str, tool_output: bool = False) -> str:
+    """OpenAI content (string or list of parts) → text. Non-text parts: 400 (text-only model),
+    except media in a tool's output (``omitted_media``)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -61,6 +84,10 @@ def content_text(content: Any, where: str) -> str:
     texts = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+        note = omitted_media(kind) if tool_output and isinstance(kind, str) else None
+        if note is not None:
+            texts.append(note)
+            continue
         if kind != "text":
             raise bad_request(f"{where}.content.{i}: content part type {kind!r} is not supported by this text-only model")
         texts.append(part["text"] if isinstance(part, dict) else part.text)
@@ -162,7 +189,7 @@ def normalise_message(msg: dict[str, Any], index: int, keep_cots: bool) -> dict[
     where = f"messages.{index}"
     role = msg.get("role")
     out: dict[str, Any] = {"role": "system" if role == "developer" else role}
-    content = content_text(msg.get("content"), where)
+    content = content_text(msg.get("content"), where, tool_output=role == "tool")
     if role == "assistant":
         prior = msg.get("reasoning") or msg.get("reasoning_content") or _details_text(msg.get("reasoning_details"))
         if keep_cots and prior and "<think>" not in content:

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
+from server.hermes.prompt import omitted_media
 from server.protocol.fields import Lenient, TraceFields
 from server.task import ReasoningRequest, RequestInfo, Sampling, Task, ToolRequest, ToolSpec
 from server.task import ToolChoice as Choice
@@ -170,7 +171,8 @@ def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _block_text(content: Any, where: str, tool_result: bool = False) -> str:
     """A string or text blocks as one text. In a tool result also ``tool_reference`` blocks, what
     Claude Code's tool search returns to load a ``defer_loading`` tool: every tool is already in
-    the prompt here, so a reference becomes a line naming the tool."""
+    the prompt here, so a reference becomes a line naming the tool; and images and documents,
+    which become a note (``omitted_media``)."""
     if isinstance(content, str):
         return content
     lines: list[str] = []  # text blocks run on into one another; a reference is a line of its own
@@ -185,6 +187,9 @@ def _block_text(content: Any, where: str, tool_result: bool = False) -> str:
             text_runs_on = True
         elif tool_result and kind == "tool_reference" and isinstance(b.get("tool_name"), str):
             lines.append(f"Tool loaded: {b['tool_name']}")
+            text_runs_on = False
+        elif tool_result and isinstance(kind, str) and (note := omitted_media(kind)) is not None:
+            lines.append(note)
             text_runs_on = False
         else:
             allowed = "text and tool_reference" if tool_result else "text only"

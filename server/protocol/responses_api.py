@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from server.engine.base import StructuredOutput
 from server.errors import bad_request
+from server.hermes.prompt import omitted_media
 from server.protocol.fields import (
     JSONSchemaSpec,
     Lenient,
@@ -132,7 +133,9 @@ class ResponsesRequest(SamplingFields):
 _TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
 
 
-def _text(content: Any, where: str) -> str:
+def _text(content: Any, where: str, tool_output: bool = False) -> str:
+    """Content (a string or parts) as text; media in a tool's output becomes a note
+    (``omitted_media``), anywhere else a 400."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -142,6 +145,10 @@ def _text(content: Any, where: str) -> str:
     out = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
+        note = omitted_media(kind) if tool_output and isinstance(kind, str) else None
+        if note is not None:
+            out.append(note)
+            continue
         if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
             raise bad_request(f"{where}.{i}: content part type {kind!r} is not supported by this text-only model")
         out.append(part["text"])
@@ -211,7 +218,8 @@ def items_messages(items: list[Any], names: ToolNames, sealer: Sealer | None = N
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise bad_request(f"{where}.call_id is required")
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": _text(item.get("output"), f"{where}.output")})
+            output = _text(item.get("output"), f"{where}.output", tool_output=True)
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "reasoning":
             sealed = item.get("encrypted_content")
             if isinstance(sealed, str) and sealed:

@@ -285,3 +285,66 @@ def test_an_engine_that_dies_fails_health_and_asks_for_a_restart(tokenizer, fake
         assert c.get("/health").status_code == 503 and c.get("/ready").status_code == 503
         r = c.post(CHAT, json={"messages": MSG})
         assert r.status_code == 503 and r.headers["Retry-After"] == "10" and "restarting" in r.json()["error"]["message"]
+
+
+MODEL = "nousresearch/hermes-4-70b"
+PNG = "data:image/png;base64,iVBORw0KGgo="
+# Each API's path, its image part, and its text part.
+MEDIA_APIS = {
+    "chat": (CHAT, {"type": "image_url", "image_url": {"url": PNG}}, {"type": "text", "text": "shot:"}),
+    "responses": ("/v1/responses", {"type": "input_image", "image_url": PNG}, {"type": "input_text", "text": "shot:"}),
+    "messages": (
+        "/v1/messages",
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG.split(",")[1]}},
+        {"type": "text", "text": "shot:"},
+    ),
+}
+
+
+def _tool_output_body(api: str, parts: list[dict]) -> dict:
+    """A conversation whose last turn is a tool's output made of ``parts``, in ``api``'s shape."""
+    if api == "chat":
+        call = {"id": "c1", "type": "function", "function": {"name": "view", "arguments": "{}"}}
+        return {
+            "messages": [
+                {"role": "user", "content": "Look"},
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": parts},
+            ]
+        }
+    if api == "responses":
+        return {
+            "input": [
+                {"role": "user", "content": "Look"},
+                {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": parts},
+            ]
+        }
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": parts}
+    return {
+        "max_tokens": 20,
+        "messages": [
+            {"role": "user", "content": "Look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [result]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("api", list(MEDIA_APIS))
+def test_an_image_a_tool_returns_becomes_a_note_for_the_text_only_model(
+    client: TestClient, fake: FakeEngine, tokenizer, api: str
+) -> None:
+    """An agent's tool that returns an image (Claude Code reading a screenshot, Codex's view_image)
+    would make every later turn of the session a 400; the model is told the image was left out.
+    The same image from the user is still a 400 the client can act on."""
+    path, image, text = MEDIA_APIS[api]
+    r = client.post(path, json={"model": MODEL, **_tool_output_body(api, [text, image])})
+    assert r.status_code == 200, r.text
+    prompt = tokenizer.decode(fake.last_prompt)
+    note = prompt.index("[image omitted: this model reads text only]")
+    assert prompt.rindex("shot:", 0, note) > prompt.rindex("<tool_response>", 0, note)  # in the tool's output
+    assert PNG.split(",")[1] not in prompt
+    field = "input" if api == "responses" else "messages"
+    r = client.post(path, json={"model": MODEL, **_tool_output_body(api, []), field: [{"role": "user", "content": [image]}]})
+    assert r.status_code == 400 and "not supported" in r.text
