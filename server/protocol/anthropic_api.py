@@ -192,7 +192,7 @@ def _block_text(content: Any, where: str, tool_result: bool = False) -> str:
             lines.append(note)
             text_runs_on = False
         else:
-            allowed = "text and tool_reference" if tool_result else "text only"
+            allowed = "text, tool_reference, image or document" if tool_result else "text only"
             raise bad_request(f"{where}.{i}: block type {kind!r} is not supported here ({allowed})")
     return "\n".join(lines)
 
