@@ -64,13 +64,14 @@ MEDIA_PARTS = {
 }
 
 
-def omitted_media(kind: str) -> str | None:
-    """What a media part of a tool's output becomes in the prompt (None: ``kind`` is no media).
+def omitted_media(kind: object) -> str | None:
+    """What a media part of a tool's output becomes in the prompt (None: ``kind``, a part's
+    ``type`` as the client sent it, is no media).
 
     The model reads text only. A client's own image is a 400 it can act on, but an agent's tool
     output (Claude Code reading a screenshot, Codex's view_image) goes back with every later turn
     of the session, so a 400 would end the session: the model is told instead."""
-    media = MEDIA_PARTS.get(kind)
+    media = MEDIA_PARTS.get(kind) if isinstance(kind, str) else None
     return f"[{media} omitted: this model reads text only]" if media else None
 
 
@@ -84,7 +85,7 @@ def content_text(content: Any, where: str, tool_output: bool = False) -> str:
     texts = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
-        note = omitted_media(kind) if tool_output and isinstance(kind, str) else None
+        note = omitted_media(kind) if tool_output else None
         if note is not None:
             texts.append(note)
             continue

@@ -188,7 +188,7 @@ def _block_text(content: Any, where: str, tool_result: bool = False) -> str:
         elif tool_result and kind == "tool_reference" and isinstance(b.get("tool_name"), str):
             lines.append(f"Tool loaded: {b['tool_name']}")
             text_runs_on = False
-        elif tool_result and isinstance(kind, str) and (note := omitted_media(kind)) is not None:
+        elif tool_result and (note := omitted_media(kind)) is not None:
             lines.append(note)
             text_runs_on = False
         else:

@@ -145,7 +145,7 @@ def _text(content: Any, where: str, tool_output: bool = False) -> str:
     out = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        note = omitted_media(kind) if tool_output and isinstance(kind, str) else None
+        note = omitted_media(kind) if tool_output else None
         if note is not None:
             out.append(note)
             continue
